@@ -1,0 +1,3 @@
+from pdac.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""`make demo-weights`: phantoms -> prepare -> plan -> train both stages on the CPU -> weights/.
+
+Every step is the same code a real-data run uses (see README, "Training on PANORAMA"); only the
+data (synthetic phantoms), the tiny plans and the epoch budget differ. Steps whose outputs exist
+are skipped, so an interrupted run resumes. Results are synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from pdac.config import REPO_ROOT, load_config
+
+log = logging.getLogger("pdac.demo_weights")
+
+STAGE1_ID, STAGE2_ID = 113, 114
+STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
+CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss", "nnUNetTrainerTverskyLoss")
+TRAIN_SEED, HELDOUT_SEED = 1, 2
+
+
+def _env(work: Path) -> None:
+    os.environ.setdefault("nnUNet_raw", str(work / "nnUNet_raw"))
+    os.environ.setdefault("nnUNet_preprocessed", str(work / "nnUNet_preprocessed"))
+    os.environ.setdefault("nnUNet_results", str(work / "nnUNet_results"))
+    os.environ.setdefault("nnUNet_n_proc_DA", "1")
+    os.environ.setdefault("nnUNet_compile", "false")
+
+
+def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
+    from pdac import training
+    from pdac.phantom import generate_dataset
+    from pdac.prepare import prepare
+
+    if not (work / "phantoms_train" / "truth.json").exists():
+        generate_dataset(work / "phantoms_train", n_train, TRAIN_SEED, previews=3, workers=2)
+    if not (work / "phantoms_heldout" / "truth.json").exists():
+        generate_dataset(work / "phantoms_heldout", n_heldout, HELDOUT_SEED, previews=0, workers=2)
+    raw = Path(os.environ["nnUNet_raw"])
+    if not any(raw.glob(f"Dataset{STAGE2_ID}_*/dataset.json")):
+        prepare(work / "phantoms_train" / "imagesTr", work / "phantoms_train" / "labelsTr", raw, load_config(),
+                STAGE1_ID, STAGE2_ID, workers=2)
+    pre = Path(os.environ["nnUNet_preprocessed"])
+    for dataset_id, planner, tiny in ((STAGE1_ID, "ExperimentPlanner", STAGE1_PLANS),
+                                      (STAGE2_ID, "nnUNetPlannerResEncM", STAGE2_PLANS)):
+        folder = next(iter(pre.glob(f"Dataset{dataset_id}_*")), None)
+        if folder is None or not (folder / f"{tiny}.json").exists():
+            source = training.plan(dataset_id, planner)
+            folder = next(iter(pre.glob(f"Dataset{dataset_id}_*")))
+            training.tiny_plans(folder, source, tiny)
+            training.preprocess(dataset_id, tiny)
+
+
+def train_models(stage1_epochs: int, stage2_epochs: int, iterations: int, trainers) -> None:
+    from pdac import training
+
+    results = Path(os.environ["nnUNet_results"])
+    jobs = [(STAGE1_ID, "all", "nnUNetTrainer", STAGE1_PLANS, stage1_epochs)]
+    jobs += [(STAGE2_ID, 0, t, STAGE2_PLANS, stage2_epochs) for t in trainers]
+    for dataset_id, fold, trainer, plans, epochs in jobs:
+        done = list(results.glob(f"Dataset{dataset_id}_*/{trainer}__{plans}__3d_fullres/fold_{fold}/checkpoint_final.pth"))
+        if done:
+            log.info("already trained: %s", done[0].parent)
+            continue
+        t0 = time.time()
+        training.train(str(dataset_id), fold, trainer, plans, epochs=epochs, iterations=iterations,
+                       val_iterations=5, snapshot_every=max(1, epochs // 6), validate=False)
+        log.info("trained %s fold %s in %.0f s", trainer, fold, time.time() - t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", type=Path, default=REPO_ROOT / "work" / "demo")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "weights")
+    p.add_argument("--n-train", type=int, default=60)
+    p.add_argument("--n-heldout", type=int, default=24)
+    p.add_argument("--stage1-epochs", type=int, default=25)
+    p.add_argument("--stage2-epochs", type=int, default=36)
+    p.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
+    p.add_argument("--trainers", nargs="+", default=list(CANDIDATE_TRAINERS))
+    p.add_argument("--until", choices=["data", "train", "all"], default="all")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    _env(args.work.resolve())
+    data_and_plans(args.work, args.n_train, args.n_heldout)
+    if args.until == "data":
+        return 0
+    train_models(args.stage1_epochs, args.stage2_epochs, args.iterations, args.trainers)
+    if args.until == "train":
+        return 0
+    from pdac.demo_export import select_and_export
+
+    select_and_export(args.work, args.out, args.trainers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

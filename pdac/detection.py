@@ -1,0 +1,61 @@
+"""Post-processing: lesion probability -> lesion candidates (one constant value each) and their list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from report_guided_annotation import extract_lesion_candidates
+
+from pdac.config import DetectionConfig
+from pdac.geometry import index_to_world_matrix
+
+
+@dataclass(frozen=True)
+class Lesion:
+    likelihood: float
+    centroid_world_mm: list[float]
+    volume_mm3: float
+    bbox_index_xyz: list[list[int]]  # [[x0, y0, z0], [x1, y1, z1]] inclusive, in the full scan
+    voxels: int
+
+
+def candidates(probability: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(detection map, indexed candidates) from a probability map with report_guided_annotation's
+    dynamic threshold (peak / factor). Every candidate is constant, as picai_eval requires."""
+    if not np.any(probability > 0):
+        return np.zeros_like(probability, dtype=np.float32), np.zeros(probability.shape, dtype=np.int32)
+    detection, _, indexed = extract_lesion_candidates(
+        probability.astype(np.float32),
+        threshold="dynamic",
+        num_lesions_to_extract=cfg.num_lesions_to_extract,
+        min_voxels_detection=cfg.min_voxels_detection,
+        dynamic_threshold_factor=cfg.dynamic_threshold_factor,
+        version=2,
+    )
+    return detection.astype(np.float32), indexed.astype(np.int32)
+
+
+def lesion_list(detection_full: np.ndarray, scan: sitk.Image) -> list[Lesion]:
+    """One entry per candidate of a full-size detection map, most likely first."""
+    from scipy import ndimage
+
+    a, origin = index_to_world_matrix(scan)
+    voxel_mm3 = float(np.prod(scan.GetSpacing()))
+    labels, n = ndimage.label(detection_full > 0, structure=np.ones((3, 3, 3)))
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        region = labels[sl] == i
+        idx = np.argwhere(region) + [s.start for s in sl]
+        centroid_xyz = idx.mean(axis=0)[::-1]
+        out.append(Lesion(
+            likelihood=round(float(detection_full[sl][region].max()), 6),
+            centroid_world_mm=[round(float(v), 2) for v in origin + a @ centroid_xyz],
+            volume_mm3=round(float(region.sum()) * voxel_mm3, 1),
+            bbox_index_xyz=[[int(s.start) for s in sl[::-1]], [int(s.stop) - 1 for s in sl[::-1]]],
+            voxels=int(region.sum()),
+        ))
+    return sorted(out, key=lambda le: -le.likelihood)

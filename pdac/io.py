@@ -1,0 +1,96 @@
+"""Reading scans, naming cases, and writing outputs atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pdac.errors import InputError, OutputError
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
+CHANNEL_SUFFIX = "_0000"
+
+
+def image_suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
+
+
+def case_id(path: Path) -> str:
+    """File name without its image extension and without a trailing nnU-Net channel suffix."""
+    suffix = image_suffix(path)
+    stem = path.name[: -len(suffix)] if suffix else path.stem
+    return stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem
+
+
+def find_images(paths: Iterable[Path]) -> list[Path]:
+    """Image files among `paths`, expanding folders (non-recursive); other files are ignored."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(f for f in p.iterdir() if f.is_file() and image_suffix(f)))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return found
+
+
+def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
+    """Read a 3D scalar image; refuse anything else with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if not image_suffix(path):
+        raise InputError(f"{path.name}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+        raise InputError(f"{path.name}: cannot read image ({first.strip()[:160]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path.name}: vector/multi-channel pixels are not supported (need a scalar CT)")
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise InputError(f"{path.name}: expected a 3D image, got {image.GetDimension()}D")
+    if min(image.GetSpacing()) <= 0 or not np.all(np.isfinite(image.GetSpacing())):
+        raise InputError(f"{path.name}: invalid voxel spacing {image.GetSpacing()}")
+    return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes),
+                                   dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError):
+            raise OutputError(f"cannot write {path}: {e}") from None
+        raise
+
+
+def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    def write(tmp):
+        # SimpleITK picks the writer from the extension; write to a temp file with the same extension.
+        sitk.WriteImage(image, tmp, useCompression=compress)
+
+    _atomic(path, write)
+
+
+def write_json_atomic(data, path: Path) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))

@@ -1,0 +1,24 @@
+"""Stage 2: lesion probability from the high-resolution model on the pancreas crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from pdac.geometry import resample_like
+from pdac.models import Model, predict_probabilities
+
+
+def lesion_probability(model: Model, crop: sitk.Image, lesion_channel: int = 1) -> np.ndarray:
+    """Probability of the lesion class on the crop's grid ((z, y, x) float32)."""
+    return predict_probabilities(model, crop, [lesion_channel])
+
+
+def dilated_pancreas_on(crop: sitk.Image, low_grid: sitk.Image, low_mask: np.ndarray, dilation_mm: float) -> np.ndarray:
+    """The stage-1 pancreas, dilated by `dilation_mm`, resampled onto the crop's grid (bool (z, y, x))."""
+    mask = sitk.GetImageFromArray(low_mask.astype(np.uint8))
+    mask.CopyInformation(low_grid)
+    radius = [int(np.ceil(dilation_mm / s)) for s in low_grid.GetSpacing()]
+    if dilation_mm > 0:
+        mask = sitk.BinaryDilate(mask, radius, sitk.sitkBall)
+    return sitk.GetArrayFromImage(resample_like(mask, crop, sitk.sitkNearestNeighbor)).astype(bool)

@@ -1,0 +1,154 @@
+"""Loading nnU-Net model folders in-process and running them on in-memory images.
+
+The network is built from the folder's plans (`get_network_from_plans`), not from its trainer
+class, so folders from trainers we do not have (the official baseline's
+`nnUNetTrainer_Loss_CE_checkpoints`, for one) load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from pdac.config import ModelConfig
+from pdac.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("device 'cuda' requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise WeightsError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def fold_checkpoints(folder: Path, cfg: ModelConfig) -> list[tuple[str, Path]]:
+    """(fold, checkpoint path) per fold to use: the configured folds, or every fold_* folder;
+    per fold the first existing name of `cfg.checkpoints`."""
+    folder = Path(folder)
+    if cfg.folds:
+        fold_dirs = [folder / f"fold_{f}" for f in cfg.folds]
+    else:
+        fold_dirs = sorted((d for d in folder.glob("fold_*") if d.is_dir()),
+                           key=lambda d: (not d.name[5:].isdigit(), int(d.name[5:]) if d.name[5:].isdigit() else 0))
+    chosen = []
+    for d in fold_dirs:
+        ckpt = next((d / c for c in cfg.checkpoints if (d / c).is_file()), None)
+        if ckpt is None:
+            raise WeightsError(f"{d}: no checkpoint ({', '.join(cfg.checkpoints)})")
+        chosen.append((d.name[5:], ckpt))
+    if not chosen:
+        raise WeightsError(f"{folder}: no fold_N folder with a checkpoint")
+    return chosen
+
+
+@dataclass
+class Model:
+    """A loaded nnU-Net model: predictor (all folds) plus what is needed to run it on arrays."""
+
+    name: str
+    predictor: object  # nnUNetPredictor
+    folds: list[str]
+
+    @property
+    def plans_manager(self):
+        return self.predictor.plans_manager
+
+    @property
+    def configuration_manager(self):
+        return self.predictor.configuration_manager
+
+
+def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
+    """Load the folds of an nnU-Net trained-model folder (checksums must be verified by the caller)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(folder)
+    for required in ("dataset.json", "plans.json"):
+        if not (folder / required).is_file():
+            raise WeightsError(f"weights file missing: {folder / required}")
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    parameters, configuration, trainer_name, mirror_axes, folds = [], None, None, None, []
+    for fold, ckpt_path in fold_checkpoints(folder, cfg):
+        try:
+            # nnU-Net checkpoints are pickles (numpy scalars, dicts): weights_only=False is required
+            # under torch >= 2.6. Their SHA-256 was checked against the manifest before this point.
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            parameters.append(ckpt["network_weights"])
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise WeightsError(f"cannot load checkpoint {ckpt_path}: {type(e).__name__}: {e}") from None
+        configuration = ckpt.get("init_args", {}).get("configuration", configuration)
+        trainer_name = ckpt.get("trainer_name", trainer_name)
+        mirror_axes = ckpt.get("inference_allowed_mirroring_axes", mirror_axes)
+        folds.append(fold)
+    configuration = configuration or "3d_fullres"
+    configuration_manager = plans_manager.get_configuration(configuration)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    network = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
+        label_manager.num_segmentation_heads,
+        allow_init=False,
+        deep_supervision=False,
+    )
+    try:
+        network.load_state_dict(parameters[0])
+    except RuntimeError as e:
+        msg = re.sub(r"\s+", " ", str(e))[:200]
+        raise WeightsError(f"{folder}: checkpoint does not match plans.json ({msg})") from None
+    predictor = nnUNetPredictor(
+        tile_step_size=cfg.tile_step_size,
+        use_gaussian=True,
+        use_mirroring=cfg.tta,
+        perform_everything_on_device=device.type == "cuda",
+        device=device,
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )
+    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
+                                    trainer_name or "nnUNetTrainer", mirror_axes)
+    log.info("loaded %s: %s, folds %s, %s, TTA %s", folder.name, configuration_manager.network_arch_class_name
+             .rsplit(".", 1)[-1], ",".join(folds), device, "on" if cfg.tta and mirror_axes else "off")
+    return Model(folder.name, predictor, folds)
+
+
+def predict_probabilities(model: Model, image: sitk.Image, channels: list[int]) -> np.ndarray:
+    """Softmax probabilities of `channels`, summed, on `image`'s own grid ((z, y, x) float32).
+
+    nnU-Net preprocessing and sliding-window prediction; only the requested probability is brought
+    back to the input grid (nnU-Net itself would resample every channel)."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+    pm, cm, predictor = model.plans_manager, model.configuration_manager, model.predictor
+    data = sitk.GetArrayFromImage(image).astype(np.float32)[None]
+    props = {"spacing": list(image.GetSpacing()[::-1])}
+    preprocessor = cm.preprocessor_class(verbose=False)
+    data, _, props = preprocessor.run_case_npy(data, None, props, pm, cm, predictor.dataset_json)
+    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).float().cpu()
+    prob = torch.softmax(logits, 0)[channels].sum(0, keepdim=True).numpy()
+    del logits
+    spacing_t = [props["spacing"][i] for i in pm.transpose_forward]
+    target_shape = props["shape_after_cropping_and_before_resampling"]
+    if tuple(prob.shape[1:]) != tuple(target_shape):
+        prob = cm.resampling_fn_probabilities(prob, target_shape, cm.spacing, spacing_t)
+    full = np.zeros(props["shape_before_cropping"], dtype=np.float32)
+    full = insert_crop_into_image(full, np.asarray(prob[0], dtype=np.float32), props["bbox_used_for_cropping"])
+    return np.ascontiguousarray(full.transpose(pm.transpose_backward), dtype=np.float32)

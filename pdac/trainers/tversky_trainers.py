@@ -1,0 +1,48 @@
+"""Tversky-family trainers: small nnUNetTrainer subclasses that override `_build_loss` only."""
+
+import numpy as np
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from pdac.losses import TverskyLoss, TverskyWithIgnore
+
+
+def _with_deep_supervision(trainer: nnUNetTrainer, loss):
+    """nnU-Net's weighting: halve per resolution level, drop the lowest, normalise."""
+    if not trainer.enable_deep_supervision:
+        return loss
+    weights = np.array([1 / (2**i) for i in range(len(trainer._get_deep_supervision_scales()))])
+    weights[-1] = 1e-6 if trainer.is_ddp else 0
+    return DeepSupervisionWrapper(loss, weights / weights.sum())
+
+
+class nnUNetTrainerTverskyLoss(nnUNetTrainer):
+    """Tversky loss, fp_weight 0.7 / fn_weight 0.3: penalises false positives (the seed paper's setting)."""
+
+    fp_weight, fn_weight, gamma = 0.7, 0.3, 1.0
+    weight_ce = 0.0
+
+    def _build_loss(self):
+        assert not self.label_manager.has_regions, "region-based training is not supported by this trainer"
+        tversky = TverskyLoss(self.fp_weight, self.fn_weight, self.gamma,
+                              batch_dice=self.configuration_manager.batch_dice, do_bg=False)
+        loss = TverskyWithIgnore(tversky, weight_ce=self.weight_ce, ignore_label=self.label_manager.ignore_label)
+        return _with_deep_supervision(self, loss)
+
+
+class nnUNetTrainerTverskyLossFNHeavy(nnUNetTrainerTverskyLoss):
+    """Tversky with fp_weight 0.3 / fn_weight 0.7: penalises misses (the weighting the seed's code used)."""
+
+    fp_weight, fn_weight = 0.3, 0.7
+
+
+class nnUNetTrainerTverskyCELoss(nnUNetTrainerTverskyLoss):
+    """Tversky (fp 0.7 / fn 0.3) + cross-entropy, weighted 1:1 like nnU-Net's Dice + CE."""
+
+    weight_ce = 1.0
+
+
+class nnUNetTrainerFocalTverskyLoss(nnUNetTrainerTverskyLoss):
+    """Focal Tversky (1 - TI) ** gamma, gamma 0.75 (= 1 / (4/3), Abraham & Khan's best setting)."""
+
+    gamma = 0.75

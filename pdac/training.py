@@ -1,0 +1,123 @@
+"""Planning and training with nnU-Net's own machinery (in-process), plus a tiny-network plans variant.
+
+`plan()` runs nnU-Net's fingerprinting, planner and preprocessing. `tiny_plans()` derives a plans
+file with the same architecture class but few features, so demo training fits on 2 CPU cores.
+`train()` is nnU-Net's run_training path with an optional epoch budget and numbered snapshots
+(`checkpoint_epochNNNN.pth`) for checkpoint selection; nnU-Net finds our trainers through
+`nnUNet_extTrainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+
+from pdac.trainers import trainers_path
+
+log = logging.getLogger(__name__)
+
+# Documented tiny variant: per-stage features and one block/conv per stage (same network class).
+TINY_FEATURES = (8, 16, 32, 48, 64, 64, 64, 64)
+
+
+def ensure_ext_trainer_path() -> None:
+    """Make nnU-Net see this project's trainers (keeps any paths the user already set)."""
+    ours = trainers_path()
+    current = os.environ.get("nnUNet_extTrainer", "")
+    if ours not in current.split(os.pathsep):
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join(p for p in (current, ours) if p)
+
+
+def plan(dataset_id: int, planner: str = "nnUNetPlannerResEncM", num_processes: int = 2) -> str:
+    """Fingerprint + plan a raw dataset; returns the plans identifier the planner wrote."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+
+    extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=False,
+                         verbose=False, show_progress_bar=False)
+    return plan_experiments([dataset_id], planner)
+
+
+def preprocess(dataset_id: int, plans_identifier: str, num_processes: int = 2) -> None:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess as nnunet_preprocess
+
+    nnunet_preprocess([dataset_id], plans_identifier, configurations=("3d_fullres",),
+                      num_processes=(num_processes,), verbose=False, show_progress_bar=False)
+
+
+def shrink_plans(plans: dict, plans_name: str, configuration: str = "3d_fullres",
+                 features: tuple[int, ...] = TINY_FEATURES, patch_size: list[int] | None = None,
+                 batch_size: int = 2) -> dict:
+    """A copy of `plans` whose network keeps its class and depth but has few features and one
+    block (encoder) / one conv (decoder) per stage. Pure function."""
+    plans = copy.deepcopy(plans)
+    plans["plans_name"] = plans_name
+    cfg = plans["configurations"][configuration]
+    kwargs = cfg["architecture"]["arch_kwargs"]
+    n = kwargs["n_stages"]
+    kwargs["features_per_stage"] = list(features[:n]) + [features[-1]] * max(0, n - len(features))
+    for key in ("n_blocks_per_stage", "n_conv_per_stage"):
+        if key in kwargs:
+            kwargs[key] = [1] * n
+    kwargs["n_conv_per_stage_decoder"] = [1] * (n - 1)
+    if patch_size is not None:
+        cfg["patch_size"] = list(patch_size)
+    cfg["batch_size"] = batch_size
+    return plans
+
+
+def tiny_plans(preprocessed_dataset_dir: Path, source_plans: str, plans_name: str, **kwargs) -> str:
+    src = json.loads((Path(preprocessed_dataset_dir) / f"{source_plans}.json").read_text())
+    tiny = shrink_plans(src, plans_name, **kwargs)
+    (Path(preprocessed_dataset_dir) / f"{plans_name}.json").write_text(json.dumps(tiny, indent=2))
+    return plans_name
+
+
+def _with_snapshots(trainer_cls, every: int):
+    """Same-named subclass that also keeps a numbered checkpoint every `every` epochs."""
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        trainer_cls.on_epoch_end(self)
+        if every and (epoch + 1) % every == 0 and self.local_rank == 0:
+            self.save_checkpoint(os.path.join(self.output_folder, f"checkpoint_epoch{epoch + 1:04d}.pth"))
+
+    return type(trainer_cls.__name__, (trainer_cls,), {"on_epoch_end": on_epoch_end})
+
+
+def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration: str = "3d_fullres",
+          epochs: int | None = None, iterations: int | None = None, val_iterations: int | None = None,
+          snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False) -> Path:
+    """Train one fold; returns the fold's output folder."""
+    ensure_ext_trainer_path()
+    import torch
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    fold = fold if fold == "all" else int(fold)
+    trainer_cls = recursive_find_trainer_class_by_name(trainer)
+    if snapshot_every:
+        trainer_cls = _with_snapshots(trainer_cls, snapshot_every)
+    folder = Path(nnUNet_preprocessed.require()) / maybe_convert_to_dataset_name(dataset)
+    plans_dict = json.loads((folder / f"{plans}.json").read_text())
+    plans_dict["continue_training"] = continue_training
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    t = trainer_cls(plans=plans_dict, configuration=configuration, fold=fold, dataset_json=dataset_json,
+                    device=torch.device(device))
+    if epochs:
+        t.num_epochs = epochs
+    if iterations:
+        t.num_iterations_per_epoch = iterations
+    if val_iterations:
+        t.num_val_iterations_per_epoch = val_iterations
+    if snapshot_every:
+        t.save_every = max(t.save_every, snapshot_every)
+    maybe_load_checkpoint(t, continue_training, False)
+    t.run_training()
+    if validate:
+        t.perform_actual_validation(False)
+    return Path(t.output_folder)
