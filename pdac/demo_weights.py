@@ -8,10 +8,8 @@ are skipped, so an interrupted run resumes. Results are synthetic.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -47,13 +45,14 @@ def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
         prepare(work / "phantoms_train" / "imagesTr", work / "phantoms_train" / "labelsTr", raw, load_config(),
                 STAGE1_ID, STAGE2_ID, workers=2)
     pre = Path(os.environ["nnUNet_preprocessed"])
-    for dataset_id, planner, tiny in ((STAGE1_ID, "ExperimentPlanner", STAGE1_PLANS),
-                                      (STAGE2_ID, "nnUNetPlannerResEncM", STAGE2_PLANS)):
+    # Stage 2's patch is capped so that one iteration takes about a second on 2 cores.
+    for dataset_id, planner, tiny, patch in ((STAGE1_ID, "ExperimentPlanner", STAGE1_PLANS, None),
+                                             (STAGE2_ID, "nnUNetPlannerResEncM", STAGE2_PLANS, [32, 64, 128])):
         folder = next(iter(pre.glob(f"Dataset{dataset_id}_*")), None)
         if folder is None or not (folder / f"{tiny}.json").exists():
             source = training.plan(dataset_id, planner)
             folder = next(iter(pre.glob(f"Dataset{dataset_id}_*")))
-            training.tiny_plans(folder, source, tiny)
+            training.tiny_plans(folder, source, tiny, patch_size=patch)
             training.preprocess(dataset_id, tiny)
 
 
@@ -64,7 +63,8 @@ def train_models(stage1_epochs: int, stage2_epochs: int, iterations: int, traine
     jobs = [(STAGE1_ID, "all", "nnUNetTrainer", STAGE1_PLANS, stage1_epochs)]
     jobs += [(STAGE2_ID, 0, t, STAGE2_PLANS, stage2_epochs) for t in trainers]
     for dataset_id, fold, trainer, plans, epochs in jobs:
-        done = list(results.glob(f"Dataset{dataset_id}_*/{trainer}__{plans}__3d_fullres/fold_{fold}/checkpoint_final.pth"))
+        pattern = f"Dataset{dataset_id}_*/{trainer}__{plans}__3d_fullres/fold_{fold}/checkpoint_final.pth"
+        done = list(results.glob(pattern))
         if done:
             log.info("already trained: %s", done[0].parent)
             continue
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "weights")
     p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--n-heldout", type=int, default=24)
-    p.add_argument("--stage1-epochs", type=int, default=25)
+    p.add_argument("--stage1-epochs", type=int, default=60)
     p.add_argument("--stage2-epochs", type=int, default=36)
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
     p.add_argument("--trainers", nargs="+", default=list(CANDIDATE_TRAINERS))

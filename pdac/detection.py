@@ -37,25 +37,28 @@ def candidates(probability: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarra
     return detection.astype(np.float32), indexed.astype(np.int32)
 
 
-def lesion_list(detection_full: np.ndarray, scan: sitk.Image) -> list[Lesion]:
-    """One entry per candidate of a full-size detection map, most likely first."""
+def lesion_list(detection: np.ndarray, grid: sitk.Image, offset_xyz=(0, 0, 0)) -> list[Lesion]:
+    """One entry per candidate of a detection map on `grid`, most likely first. `offset_xyz` is the
+    grid's index offset in the full scan (a crop's region start), for the bounding boxes."""
     from scipy import ndimage
 
-    a, origin = index_to_world_matrix(scan)
-    voxel_mm3 = float(np.prod(scan.GetSpacing()))
-    labels, n = ndimage.label(detection_full > 0, structure=np.ones((3, 3, 3)))
+    a, origin = index_to_world_matrix(grid)
+    voxel_mm3 = float(np.prod(grid.GetSpacing()))
+    labels, _ = ndimage.label(detection > 0, structure=np.ones((3, 3, 3)))
     out = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
         region = labels[sl] == i
-        idx = np.argwhere(region) + [s.start for s in sl]
-        centroid_xyz = idx.mean(axis=0)[::-1]
+        idx_zyx = np.argwhere(region) + [s.start for s in sl]
+        centroid_xyz = idx_zyx.mean(axis=0)[::-1]
+        start = [int(s.start) + int(o) for s, o in zip(sl[::-1], offset_xyz, strict=True)]
+        stop = [int(s.stop) - 1 + int(o) for s, o in zip(sl[::-1], offset_xyz, strict=True)]
         out.append(Lesion(
-            likelihood=round(float(detection_full[sl][region].max()), 6),
+            likelihood=round(float(detection[sl][region].max()), 6),
             centroid_world_mm=[round(float(v), 2) for v in origin + a @ centroid_xyz],
             volume_mm3=round(float(region.sum()) * voxel_mm3, 1),
-            bbox_index_xyz=[[int(s.start) for s in sl[::-1]], [int(s.stop) - 1 for s in sl[::-1]]],
+            bbox_index_xyz=[start, stop],
             voxels=int(region.sum()),
         ))
     return sorted(out, key=lambda le: -le.likelihood)

@@ -22,11 +22,12 @@ def image_suffix(path: Path) -> str | None:
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
 
 
-def case_id(path: Path) -> str:
-    """File name without its image extension and without a trailing nnU-Net channel suffix."""
+def case_id(path: Path, strip_channel: bool = True) -> str:
+    """File name without its image extension and (for scans) without a trailing nnU-Net channel suffix."""
+    path = Path(path)
     suffix = image_suffix(path)
     stem = path.name[: -len(suffix)] if suffix else path.stem
-    return stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem
+    return stem[: -len(CHANNEL_SUFFIX)] if strip_channel and stem.endswith(CHANNEL_SUFFIX) else stem
 
 
 def find_images(paths: Iterable[Path]) -> list[Path]:

@@ -80,8 +80,9 @@ def _direction(rng: np.random.Generator, orientation: str) -> np.ndarray:
     raise ValueError(f"unknown orientation {orientation!r}")
 
 
-def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, z_centre: float):
-    """Spacing (x, y, z), size (x, y, z) and direction of the scan."""
+def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, orient_rng: np.random.Generator):
+    """Spacing (x, y, z), size (x, y, z) and direction of the scan. The direction has its own random
+    stream, so a seed gives the same anatomy whatever the orientation."""
     if spec.size == "small":
         sp_xy, sp_z = rng.uniform(2.0, 3.0), rng.uniform(2.0, 3.5)
         fov = 2 * body_half_width + rng.uniform(20, 60)
@@ -94,7 +95,7 @@ def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, z
         n_z = int(np.clip(round(rng.uniform(220, 400) / sp_z), 100, 300))
     else:
         raise ValueError(f"unknown phantom size {spec.size!r} (small or full)")
-    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), _direction(rng, spec.orientation)
+    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), _direction(orient_rng, spec.orientation)
 
 
 class _Canvas:
@@ -213,10 +214,11 @@ def _irregular_blob(rng, centre, radius):
 def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = PhantomSpec(), case: str = "phantom"):
     """Draw one phantom. Returns (image int16 sitk.Image, label uint8 sitk.Image, PhantomTruth)."""
     rng = np.random.default_rng(seed)
+    orient_rng = np.random.default_rng(rng.integers(2**63))
     ax, ay = rng.uniform(140, 175), rng.uniform(100, 125)  # body semi-axes
     fat = rng.uniform(10, 28)
     z_centre = rng.uniform(-25, 25)
-    spacing, size, direction = _grid(rng, spec, ax, z_centre)
+    spacing, size, direction = _grid(rng, spec, ax, orient_rng)
     translation = rng.uniform(-150, 150, size=3)
     centre_world = np.array([0.0, 0.0, z_centre]) + translation
     a = direction * np.asarray(spacing)
@@ -320,7 +322,8 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
     # Lesion placement (drawn first: the duct upstream of it may be dilated).
     if spec.lesion:
         where = rng.choice(["head", "body", "tail"], p=[0.6, 0.25, 0.15])
-        t_lesion = {"head": rng.uniform(0.03, 0.22), "body": rng.uniform(0.25, 0.6), "tail": rng.uniform(0.6, 0.92)}[where]
+        t_range = {"head": (0.03, 0.22), "body": (0.25, 0.6), "tail": (0.6, 0.92)}[where]
+        t_lesion = rng.uniform(*t_range)
         diameter = float(rng.uniform(*spec.lesion_diameter_mm))
         centre = centre_line.points[np.argmin(np.abs(ts - t_lesion))] + rng.normal(scale=2.0, size=3)
         dilated = bool(rng.random() < 0.5)
@@ -409,7 +412,8 @@ def _write_case(job) -> dict:
     if preview:
         from pdac.preview import save_label_preview
 
-        what = f"PDAC {truth.lesion_diameter_mm:.0f} mm ({truth.lesion_location})" if truth.lesion_present else "no PDAC"
+        what = (f"PDAC {truth.lesion_diameter_mm:.0f} mm ({truth.lesion_location})" if truth.lesion_present
+                else "no PDAC")
         negs = ", ".join(truth.hard_negatives) or "none"
         save_label_preview(image, label, out / "previews" / f"{case}.png",
                            f"{case} (synthetic): {what}; hard negatives: {negs}")
@@ -428,7 +432,7 @@ def generate_dataset(out: Path, n: int, seed: int, spec: PhantomSpec = PhantomSp
     n_pos = int(round(n * positive_fraction))
     jobs = []
     for i in range(n):
-        case = f"{prefix}{seed}_{i:04d}"
+        case = f"{prefix}{seed}_{i:05d}"
         case_spec = PhantomSpec(**{**asdict(spec), "lesion": bool(order[i] < n_pos)})
         jobs.append((out, case, _case_seed(seed, i), case_spec, i < previews))
     if workers > 1:

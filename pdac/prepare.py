@@ -79,7 +79,7 @@ def _prepare_case(job) -> tuple[str, str | None]:
 
 def pair_images_and_labels(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     image_files = find_images([images])
-    label_files = {case_id(p): p for p in find_images([labels])}
+    label_files = {case_id(p, strip_channel=False): p for p in find_images([labels])}
     pairs, missing = [], []
     for p in image_files:
         cid = case_id(p)

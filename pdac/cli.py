@@ -1,0 +1,235 @@
+"""`pdac` command line: a thin layer over the package's functions.
+
+Exit codes: 0 ok; 1 at least one case failed in `pdac detect`; 2 usage error; 3 input error;
+4 weights error; 5 output error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pdac.errors import PdacError, UsageError
+
+log = logging.getLogger("pdac")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Logs go to stderr; third-party chatter is kept at WARNING."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("matplotlib", "PIL", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline options (defaults: resources/pipeline.toml)")
+    g.add_argument("--weights", help="weights folder (default: $PDAC_WEIGHTS, /opt/ml/model, ./weights)")
+    g.add_argument("--config", help="configuration TOML (default: resources/pipeline.toml)")
+    g.add_argument("--folds", type=int, nargs="+", help="stage-2 folds to ensemble (default: all present)")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
+    g.add_argument("--step", type=float, help="sliding-window tile step size (fraction of the patch)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (0: all cores)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any configuration value, e.g. --set detection.dynamic_threshold_factor=4")
+
+
+def config_from_args(args):
+    from pdac.config import load_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    s2 = overrides.setdefault("stage2", {})
+    if args.folds is not None:
+        s2["folds"] = list(args.folds)
+    if args.tta is not None:
+        s2["tta"] = args.tta
+    if args.step is not None:
+        if not 0 < args.step <= 1:
+            raise UsageError("--step must be in (0, 1]")
+        s2["tile_step_size"] = args.step
+        overrides.setdefault("stage1", {})["tile_step_size"] = args.step
+    rt = overrides.setdefault("runtime", {})
+    if args.device:
+        rt["device"] = args.device
+    if args.threads is not None:
+        rt["threads"] = args.threads
+    return load_config(args.config, {k: v for k, v in overrides.items() if v})
+
+
+def cmd_detect(args) -> int:
+    from pdac.detect import detect_batch, parse_shard
+
+    config = config_from_args(args)
+    shard = parse_shard(args.shard) if args.shard else None
+    return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard)
+
+
+def cmd_phantom(args) -> int:
+    from pdac.phantom import PhantomSpec, generate_dataset
+
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    if not 0 <= args.positive_fraction <= 1:
+        raise UsageError("--positive-fraction must be in [0, 1]")
+    spec = PhantomSpec(size=args.size, orientation=args.orientation)
+    generate_dataset(Path(args.output), args.n, args.seed, spec, args.positive_fraction, previews=args.previews,
+                     workers=args.workers)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from pdac.prepare import prepare
+
+    config = config_from_args(args)
+    summary = prepare(Path(args.images), Path(args.labels), Path(args.output), config, args.stage1_id,
+                      args.stage2_id, workers=args.workers, file_ending=args.file_ending, verify=not args.no_verify)
+    print(f"prepared {summary['prepared']} cases, skipped {len(summary['skipped'])}: "
+          f"{summary['stage1']} {summary['stage2']}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from pdac import training
+
+    identifier = training.plan(args.dataset, args.planner, num_processes=args.workers)
+    if args.tiny:
+        from nnunetv2.paths import nnUNet_preprocessed
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+        folder = Path(nnUNet_preprocessed.require()) / maybe_convert_to_dataset_name(args.dataset)
+        identifier = training.tiny_plans(folder, identifier, args.tiny)
+    training.preprocess(args.dataset, identifier, num_processes=args.workers)
+    print(identifier)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pdac import training
+
+    out = training.train(args.dataset, args.fold, args.trainer, args.plans, epochs=args.epochs,
+                         iterations=args.iterations, val_iterations=args.val_iterations,
+                         snapshot_every=args.snapshot_every, device=args.device, validate=not args.no_validation,
+                         continue_training=args.resume)
+    print(out)
+    return 0
+
+
+def cmd_select(args) -> int:
+    from pdac.select_checkpoint import select_checkpoint
+
+    result = select_checkpoint(Path(args.model_folder), args.fold, Path(args.raw_dataset), Path(args.splits),
+                               config_from_args(args), device=args.device or "cpu")
+    print(result["selected"])
+    return 0
+
+
+def cmd_manifest(args) -> int:
+    from pdac.weights import write_manifest
+
+    manifest = write_manifest(Path(args.weights_dir))
+    print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'}")
+    return 0
+
+
+def cmd_trainers_path(args) -> int:
+    from pdac.trainers import trainers_path
+
+    print(trainers_path())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pdac", description="PDAC detection in contrast-enhanced CT (PANORAMA).")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="run the pipeline on scans (files or folders)")
+    d.add_argument("inputs", nargs="+", help="scan files (.mha, .nii.gz, .nii, .mhd) or folders of them")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
+    d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
+    add_pipeline_options(d)
+    d.set_defaults(func=cmd_detect)
+
+    ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
+    ph.add_argument("-o", "--output", required=True)
+    ph.add_argument("-n", type=int, default=10)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--size", choices=["small", "full"], default="small")
+    ph.add_argument("--positive-fraction", type=float, default=0.5)
+    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
+    ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
+    ph.add_argument("--workers", type=int, default=1)
+    ph.set_defaults(func=cmd_phantom)
+
+    pr = sub.add_parser("prepare", help="PANORAMA scans + labels -> the two nnU-Net raw datasets")
+    pr.add_argument("--images", required=True)
+    pr.add_argument("--labels", required=True)
+    pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
+    pr.add_argument("--stage1-id", type=int, default=113)
+    pr.add_argument("--stage2-id", type=int, default=114)
+    pr.add_argument("--workers", type=int, default=1)
+    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"])
+    pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
+    pr.add_argument("--config")
+    pr.add_argument("--set", dest="overrides", action="append", default=[])
+    pr.set_defaults(func=cmd_prepare, folds=None, tta=None, step=None, device=None, threads=None)
+
+    pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
+    pl.add_argument("dataset", type=int)
+    pl.add_argument("--planner", default="nnUNetPlannerResEncM")
+    pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
+    pl.add_argument("--workers", type=int, default=2)
+    pl.set_defaults(func=cmd_plan)
+
+    t = sub.add_parser("train", help="train one fold with nnU-Net (our trainers found via nnUNet_extTrainer)")
+    t.add_argument("dataset")
+    t.add_argument("fold")
+    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss")
+    t.add_argument("--plans", default="nnUNetResEncUNetMPlans")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--iterations", type=int, help="iterations per epoch")
+    t.add_argument("--val-iterations", type=int)
+    t.add_argument("--snapshot-every", type=int, default=0, help="keep checkpoint_epochNNNN.pth every N epochs")
+    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
+    t.add_argument("--no-validation", action="store_true")
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")
+    s.add_argument("model_folder")
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--raw-dataset", required=True, help="the stage-2 nnU-Net raw dataset folder")
+    s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
+    add_pipeline_options(s)
+    s.set_defaults(func=cmd_select)
+
+    m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
+    m.add_argument("weights_dir")
+    m.set_defaults(func=cmd_manifest)
+
+    tp = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
+    tp.set_defaults(func=cmd_trainers_path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except PdacError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

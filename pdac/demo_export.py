@@ -1,0 +1,95 @@
+"""Demo weights, last steps: pick checkpoints, compare candidate lesion trainers on held-out
+phantoms through the full pipeline, copy the winner into weights/ with its manifest and results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from pdac.config import load_config
+from pdac.evaluation import panorama_metrics
+from pdac.io import case_id
+from pdac.select_checkpoint import SELECTED, select_checkpoint
+from pdac.weights import write_manifest
+
+log = logging.getLogger(__name__)
+
+STAGE1_DIR = "nnUNetTrainer__nnUNetTinyPlans__3d_fullres"
+
+
+def export_model_folder(src: Path, dst: Path, fold: str, checkpoints: list[str]) -> None:
+    """Copy an nnU-Net trained-model folder, keeping only the named checkpoints, without optimizer state
+    (inference needs the network weights only; this keeps the committed weights small)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / f"fold_{fold}").mkdir(parents=True)
+    for name in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
+        if (src / name).exists():
+            shutil.copyfile(src / name, dst / name)
+    for name in checkpoints:
+        ckpt = torch.load(src / f"fold_{fold}" / name, map_location="cpu", weights_only=False)
+        ckpt.pop("optimizer_state", None)
+        ckpt.pop("grad_scaler_state", None)
+        torch.save(ckpt, dst / f"fold_{fold}" / name)
+    for extra in ("checkpoint_selection.json", "progress.png"):
+        if (src / f"fold_{fold}" / extra).exists():
+            shutil.copyfile(src / f"fold_{fold}" / extra, dst / f"fold_{fold}" / extra)
+
+
+def heldout_metrics(weights: Path, heldout: Path) -> dict:
+    """Full pipeline (default configuration) on held-out phantoms; picai_eval metrics."""
+    from pdac.pipeline import Pipeline
+
+    pipeline = Pipeline(load_config(), weights=str(weights))
+    detections, labels, likelihoods = {}, {}, {}
+    for image_path in tqdm(sorted((heldout / "imagesTr").iterdir()), desc=f"held-out {weights.name}", unit="case"):
+        case = case_id(image_path)
+        result = pipeline.run(sitk.ReadImage(str(image_path), sitk.sitkFloat32), case)
+        detections[case] = sitk.GetArrayFromImage(result.detection_map)
+        likelihoods[case] = result.likelihood
+        labels[case] = sitk.GetArrayFromImage(sitk.ReadImage(str(heldout / "labelsTr" / f"{case}.nii.gz")))
+    m = panorama_metrics(detections, labels, likelihoods)
+    return {"cases": len(detections), "positives": int(sum(m.case_target.values())), "auroc": round(float(m.auroc), 4),
+            "ap": round(float(m.AP), 4), "score": round(float((m.auroc + m.AP) / 2), 4)}
+
+
+def select_and_export(work: Path, out: Path, trainers: list[str]) -> dict:
+    results_root = Path(os.environ["nnUNet_results"])
+    raw = Path(os.environ["nnUNet_raw"])
+    pre = Path(os.environ["nnUNet_preprocessed"])
+    stage1 = next(results_root.glob(f"Dataset113_*/{STAGE1_DIR}"))
+    stage2_raw = next(raw.glob("Dataset114_*"))
+    splits = next(pre.glob("Dataset114_*")) / "splits_final.json"
+    config = load_config()
+    candidates = {}
+    for trainer in trainers:
+        folder = next(results_root.glob(f"Dataset114_*/{trainer}__nnUNetResEncTinyPlans__3d_fullres"))
+        selection = select_checkpoint(folder, 0, stage2_raw, splits, config)
+        staging = work / "candidates" / trainer
+        export_model_folder(stage1, staging / "pancreas", "all", ["checkpoint_final.pth"])
+        export_model_folder(folder, staging / "lesion", "0", [SELECTED])
+        write_manifest(staging)
+        metrics = heldout_metrics(staging, work / "phantoms_heldout")
+        log.info("%s held-out: %s", trainer, metrics)
+        chosen = selection["selected"]
+        candidates[trainer] = {"checkpoint": chosen, "validation": selection["scores"][chosen],
+                               "heldout": metrics}
+    best = max(candidates, key=lambda t: (candidates[t]["heldout"]["score"], candidates[t]["heldout"]["auroc"]))
+    for sub in ("pancreas", "lesion"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+        shutil.copytree(work / "candidates" / best / sub, out / sub)
+    write_manifest(out)
+    summary = {"synthetic": True, "selected_trainer": best, "candidates": candidates,
+               "heldout_seed": 2, "train_seed": 1, "config": dataclasses.asdict(config)}
+    (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log.info("demo weights: %s (held-out %s)", best, candidates[best]["heldout"])
+    return summary

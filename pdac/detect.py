@@ -1,0 +1,95 @@
+"""`pdac detect`: the pipeline over a batch of scans, models loaded once, one output set per case."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pdac.config import PipelineConfig
+from pdac.errors import OutputError, PdacError, UsageError
+from pdac.io import case_id, find_images, read_image, write_image_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LIKELIHOODS = "pdac-likelihood.json"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects K/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise UsageError(f"--shard {text}: need 0 <= K < N")
+    return k, n
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".pdac-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"output folder {out} is not writable: {e.strerror or e}") from None
+
+
+def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
+                 overlays: bool = False, shard: tuple[int, int] | None = None) -> int:
+    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed)."""
+    from pdac.pipeline import Pipeline
+
+    scans = find_images([Path(p) for p in inputs])
+    ids = [case_id(p) for p in scans]
+    duplicates = sorted({c for c in ids if ids.count(c) > 1})
+    if duplicates:
+        raise UsageError(f"several inputs map to the same case id: {', '.join(duplicates[:5])}")
+    if shard:
+        k, n = shard
+        scans = scans[k::n]
+    if not scans:
+        raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files)")
+    _check_writable(out)
+    pipeline = Pipeline(config, weights)
+    likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
+    likelihoods: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for path in tqdm(scans, desc="detect", unit="scan"):
+        case = case_id(path)
+        t0 = time.perf_counter()
+        try:
+            scan = read_image(path)
+            result = pipeline.run(scan, case)
+            write_image_atomic(result.detection_map, out / f"{case}_detection_map.mha")
+            write_json_atomic({
+                "case": case,
+                "likelihood": result.likelihood,
+                "pancreas_found": result.pancreas_found,
+                "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
+                "lesions": [dataclasses.asdict(le) for le in result.lesions],
+                "weights": str(pipeline.weights_dir),
+            }, out / f"{case}_lesions.json")
+            if overlays:
+                from pdac.preview import save_detection_overlay
+
+                save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
+                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")
+            likelihoods[case] = result.likelihood
+            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s", case, result.likelihood,
+                     len(result.lesions), time.perf_counter() - t0)
+        except PdacError as e:
+            failures[case] = str(e)
+            log.error("%s: %s", case, e)
+        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+            failures[case] = f"{type(e).__name__}: {e}"
+            log.exception("%s: unexpected error", case)
+    if likelihoods:
+        write_json_atomic(likelihoods, likelihood_file)
+    log.info("done: %d ok, %d failed%s", len(likelihoods), len(failures),
+             "".join(f"\n  {c}: {m}" for c, m in failures.items()))
+    return 1 if failures else 0
+

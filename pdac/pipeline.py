@@ -1,0 +1,112 @@
+"""The two-stage PDAC detection pipeline: scan -> pancreas -> crop -> lesion model -> detection map.
+
+Models are loaded once (`Pipeline(...)`) and reused for every case (`pipeline.run(scan)`); nothing
+is written to disk and no subprocess is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from pdac.config import PipelineConfig
+from pdac.detection import Lesion, candidates, lesion_list
+from pdac.errors import InputError
+from pdac.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
+from pdac.lesion import dilated_pancreas_on, lesion_probability
+from pdac.models import load_model, resolve_device
+from pdac.pancreas import segment_pancreas
+from pdac.weights import resolve_weights_dir, verify_weights
+
+log = logging.getLogger(__name__)
+
+AIR_HU = -1024.0
+MAX_VOXELS = 1024 * 1024 * 1200  # ~1.26e9 voxels (5 GB as float32): refused above this
+
+
+@dataclass
+class CaseResult:
+    detection_map: sitk.Image  # float32, exactly the scan's grid
+    likelihood: float
+    lesions: list[Lesion]
+    pancreas_found: bool
+    crop: Region
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
+    """Float32 scan with non-finite voxels set to air; refuses scans that carry no usable signal."""
+    size = scan.GetSize()
+    if len(size) != 3:
+        raise InputError(f"{name}: expected a 3D image, got {len(size)}D")
+    if int(np.prod(size, dtype=np.int64)) > MAX_VOXELS:
+        raise InputError(f"{name}: {size[0]}x{size[1]}x{size[2]} voxels exceeds the limit of {MAX_VOXELS:,}")
+    if min(size) < 2:
+        raise InputError(f"{name}: image too small ({size[0]}x{size[1]}x{size[2]} voxels)")
+    spacing = np.asarray(scan.GetSpacing())
+    if not np.all(np.isfinite(spacing)) or spacing.min() <= 0:
+        raise InputError(f"{name}: invalid voxel spacing {tuple(spacing)}")
+    if spacing.min() < 0.05 or spacing.max() > 50:
+        raise InputError(f"{name}: implausible voxel spacing {tuple(np.round(spacing, 4))} mm")
+    scan = sitk.Cast(scan, sitk.sitkFloat32) if scan.GetPixelID() != sitk.sitkFloat32 else scan
+    arr = sitk.GetArrayViewFromImage(scan)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        if not finite.any():
+            raise InputError(f"{name}: no finite voxel values (all NaN/Inf)")
+        log.warning("%s: %d non-finite voxels set to %g HU", name, int((~finite).sum()), AIR_HU)
+        fixed = np.where(finite, arr, np.float32(AIR_HU)).astype(np.float32)
+        scan = copy_geometry(fixed, scan)
+    return scan
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, weights: str | None = None):
+        self.config = config
+        self.weights_dir = resolve_weights_dir(weights)
+        needed = [f"{m}/{f}" for m in (config.stage1.model, config.stage2.model)
+                  for f in ("dataset.json", "plans.json")]
+        verify_weights(self.weights_dir, needed)  # before any checkpoint is unpickled
+        self.device = resolve_device(config.runtime.device)
+        if config.runtime.threads > 0:
+            torch.set_num_threads(config.runtime.threads)
+        self.pancreas_model = load_model(self.weights_dir / config.stage1.model, config.stage1, self.device)
+        self.lesion_model = load_model(self.weights_dir / config.stage2.model, config.stage2, self.device)
+
+    def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
+        cfg = self.config
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+
+        def lap(key: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            seconds[key] = round(now - t, 3)
+            t = now
+
+        scan = sanitize(scan, name)
+        low_grid, pancreas_mask = segment_pancreas(self.pancreas_model, scan, cfg.stage1.spacing_mm)
+        lap("stage1")
+        region = crop_region_around_mask(pancreas_mask, low_grid, scan, cfg.crop.margins_mm)
+        pancreas_found = region is not None
+        if not pancreas_found:
+            log.warning("%s: no pancreas found; falling back to a %s mm box around the scan centre",
+                        name, "x".join(f"{v:g}" for v in cfg.crop.fallback_extent_mm))
+            region = centred_region(scan, cfg.crop.fallback_extent_mm)
+        roi = crop(scan, region)
+        probability = lesion_probability(self.lesion_model, roi, cfg.stage2.lesion_channel)
+        lap("stage2")
+        if cfg.detection.mask_to_pancreas and pancreas_found:
+            probability *= dilated_pancreas_on(roi, low_grid, pancreas_mask, cfg.detection.pancreas_dilation_mm)
+        detection_roi, _ = candidates(probability, cfg.detection)
+        lesions = lesion_list(detection_roi, roi, offset_xyz=region.start)
+        detection = paste(detection_roi, region, scan.GetSize()[::-1])
+        likelihood = float(np.clip(detection_roi.max(initial=0.0), 0.0, 1.0))
+        detection_map = copy_geometry(detection, scan)
+        lap("postprocess")
+        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds)

@@ -1,0 +1,66 @@
+"""Grand Challenge entry point (PANORAMA interface).
+
+Reads the one venous-phase CT under <input>/images/venous-ct/, writes
+<output>/images/pdac-detection-map/detection_map.mha and <output>/pdac-likelihood.json.
+Other files beside the scan (inputs.json, clinical information) are ignored.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pdac.cli import setup_logging
+from pdac.config import load_config
+from pdac.errors import InputError, PdacError, UsageError
+
+log = logging.getLogger("process")
+
+
+def find_scan(input_root: Path) -> Path:
+    from evalutils.validators import NumberOfCasesValidator
+    from pandas import DataFrame
+
+    folder = input_root / "images" / "venous-ct"
+    if not folder.is_dir():
+        raise InputError(f"input folder not found: {folder}")
+    scans = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".mha")
+    try:
+        NumberOfCasesValidator(num_cases=1).validate(df=DataFrame({"path": scans}))
+    except Exception:  # evalutils raises ValidationError with a multi-line message
+        others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".mha")
+        raise InputError(f"expected exactly one .mha scan in {folder}, found {len(scans)}"
+                         + (f" (other files: {', '.join(others[:5])})" if others else "")) from None
+    return scans[0]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--input", type=Path, default=Path("/input"))
+    parser.add_argument("--output", type=Path, default=Path("/output"))
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        from pdac.io import read_image, write_image_atomic, write_json_atomic
+        from pdac.pipeline import Pipeline
+
+        scan_path = find_scan(args.input)
+        scan = read_image(scan_path)
+        result = Pipeline(load_config()).run(scan, scan_path.name)
+        map_path = args.output / "images" / "pdac-detection-map" / "detection_map.mha"
+        write_image_atomic(result.detection_map, map_path)
+        try:
+            write_json_atomic(result.likelihood, args.output / "pdac-likelihood.json")
+        except PdacError:
+            map_path.unlink(missing_ok=True)  # never leave half of the outputs behind
+            raise
+        log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s)", scan_path.name, result.likelihood,
+                 len(result.lesions))
+        return 0
+    except (PdacError, UsageError) as e:
+        log.error("%s", e)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

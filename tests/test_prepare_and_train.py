@@ -1,0 +1,103 @@
+"""`pdac prepare` on phantoms (flipped and oblique included), nnU-Net planning, and a CPU training
+smoke run of every custom trainer through nnU-Net's training machinery with nnUNet_extTrainer."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import pdac
+
+TRAINERS = ["nnUNetTrainerTverskyLoss", "nnUNetTrainerTverskyLossFNHeavy", "nnUNetTrainerTverskyCELoss",
+            "nnUNetTrainerFocalTverskyLoss"]
+
+
+@pytest.fixture(scope="module")
+def nnunet_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    env = {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
+           "nnUNet_results": str(root / "results"), "nnUNet_n_proc_DA": "1", "nnUNet_compile": "false",
+           "nnUNet_def_n_proc": "1"}
+    phantoms = root / "phantoms"
+    r = pdac("phantom", "-o", str(phantoms), "-n", "6", "--seed", "21", "--previews", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    # make two of them flipped and oblique (same anatomy, other grids) by re-drawing with an orientation
+    from pdac.phantom import PhantomSpec, make_phantom
+
+    for i, orientation in ((0, "flipped"), (1, "oblique")):
+        case = f"ph21_{i:05d}"
+        img, lab, _ = make_phantom(np.random.SeedSequence([21, i]), PhantomSpec(orientation=orientation))
+        sitk.WriteImage(img, str(phantoms / "imagesTr" / f"{case}_0000.nii.gz"))
+        sitk.WriteImage(lab, str(phantoms / "labelsTr" / f"{case}.nii.gz"))
+    # and one whose label does not match its image (must be reported and skipped)
+    img = sitk.ReadImage(str(phantoms / "imagesTr" / "ph21_00005_0000.nii.gz"))
+    bad = sitk.Image([s // 2 for s in img.GetSize()], sitk.sitkUInt8)
+    sitk.WriteImage(bad, str(phantoms / "labelsTr" / "ph21_00005.nii.gz"))
+    return root, env, phantoms
+
+
+@pytest.fixture(scope="module")
+def prepared(nnunet_env):
+    root, env, phantoms = nnunet_env
+    r = pdac("prepare", "--images", str(phantoms / "imagesTr"), "--labels", str(phantoms / "labelsTr"),
+             "--out", env["nnUNet_raw"], "--workers", "2", env=env)
+    return r, root, env, phantoms
+
+
+def test_prepare_writes_both_datasets_and_skips_geometry_mismatch(prepared):
+    r, root, env, phantoms = prepared
+    assert r.returncode == 0, r.stderr
+    assert "ph21_00005" in r.stderr and "geometry" in r.stderr
+    s1 = root / "raw" / "Dataset113_PANORAMA_Pancreas_Segmentation"
+    s2 = root / "raw" / "Dataset114_PANORAMA_PDAC_Detection"
+    d1, d2 = json.loads((s1 / "dataset.json").read_text()), json.loads((s2 / "dataset.json").read_text())
+    assert d1["numTraining"] == d2["numTraining"] == 5
+    assert d1["labels"] == {"background": 0, "pancreas": 1}
+    assert d2["labels"]["PDAC"] == 1 and d2["labels"]["common_bile_duct"] == 6
+    for i in range(5):
+        case = f"ph21_{i:05d}"
+        full_img = sitk.ReadImage(str(phantoms / "imagesTr" / f"{case}_0000.nii.gz"))
+        full = sitk.GetArrayFromImage(sitk.ReadImage(str(phantoms / "labelsTr" / f"{case}.nii.gz")))
+        low = sitk.ReadImage(str(s1 / "labelsTr" / f"{case}.nii.gz"))
+        assert low.GetSpacing() == pytest.approx((4.5, 4.5, 9.0))
+        assert set(np.unique(sitk.GetArrayFromImage(low))) <= {0, 1} and sitk.GetArrayFromImage(low).any()
+        crop_img = sitk.ReadImage(str(s2 / "imagesTr" / f"{case}_0000.nii.gz"))
+        crop_lab = sitk.GetArrayFromImage(sitk.ReadImage(str(s2 / "labelsTr" / f"{case}.nii.gz")))
+        # original resolution and direction; every pancreas/lesion/duct voxel kept, all 7 labels kept
+        assert crop_img.GetSpacing() == pytest.approx(full_img.GetSpacing())
+        assert crop_img.GetDirection() == pytest.approx(full_img.GetDirection())
+        for value in (1, 4, 5):
+            assert (crop_lab == value).sum() == (full == value).sum()
+        assert crop_lab.size < full.size
+
+
+def test_nnunet_finds_our_trainers_through_ext_trainer():
+    from pdac.trainers import trainers_path
+
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f;"
+            f"print([f(n).__name__ for n in {TRAINERS!r}])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "nnUNet_extTrainer": trainers_path()})
+    assert r.returncode == 0, r.stderr
+    assert all(t in r.stdout for t in TRAINERS)
+
+
+def test_each_custom_trainer_trains_a_few_iterations(prepared):
+    r, root, env, _ = prepared
+    assert r.returncode == 0
+    r = pdac("plan", "114", "--planner", "nnUNetPlannerResEncM", "--tiny", "TestTinyPlans", "--workers", "1", env=env)
+    assert r.returncode == 0, r.stderr
+    plans = json.loads((root / "pre" / "Dataset114_PANORAMA_PDAC_Detection" / "TestTinyPlans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+    for trainer in TRAINERS:
+        r = pdac("train", "114", "0", "--trainer", trainer, "--plans", "TestTinyPlans", "--epochs", "1",
+                 "--iterations", "2", "--val-iterations", "1", "--no-validation", "--device", "cpu", env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        fold = (root / "results" / "Dataset114_PANORAMA_PDAC_Detection" / f"{trainer}__TestTinyPlans__3d_fullres"
+                / "fold_0")
+        assert (fold / "checkpoint_final.pth").is_file()
+        log = next(fold.glob("training_log_*.txt")).read_text()
+        assert "train_loss" in log and "nan" not in log.split("train_loss", 1)[1].splitlines()[0]
