@@ -32,7 +32,6 @@ def candidates(probability: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarra
         num_lesions_to_extract=cfg.num_lesions_to_extract,
         min_voxels_detection=cfg.min_voxels_detection,
         dynamic_threshold_factor=cfg.dynamic_threshold_factor,
-        version=2,
     )
     return detection.astype(np.float32), indexed.astype(np.int32)
 

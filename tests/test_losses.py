@@ -18,7 +18,8 @@ def test_half_half_tversky_equals_soft_dice(batch_dice):
     x = torch.randn(2, 3, 6, 7, 8)
     y = torch.randint(0, 3, (2, 1, 6, 7, 8))
     tversky = TverskyLoss(0.5, 0.5, batch_dice=batch_dice, smooth=0)(x, y)
-    dice_loss = MemoryEfficientSoftDiceLoss(softmax_helper_dim1, batch_dice=batch_dice, do_bg=False, smooth=0, ddp=False)
+    dice_loss = MemoryEfficientSoftDiceLoss(softmax_helper_dim1, batch_dice=batch_dice, do_bg=False, smooth=0,
+                                            ddp=False)
     dice = dice_loss(x, y)
     assert tversky.item() == pytest.approx(1 + dice.item(), abs=1e-6)  # nnU-Net's returns -Dice
 
