@@ -41,13 +41,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        from pdac.io import read_image, write_image_atomic, write_json_atomic
+        from pdac.io import ensure_writable_dir, read_image, write_image_atomic, write_json_atomic
         from pdac.pipeline import Pipeline
 
         scan_path = find_scan(args.input)
         scan = read_image(scan_path)
-        result = Pipeline(load_config()).run(scan, scan_path.name)
         map_path = args.output / "images" / "pdac-detection-map" / "detection_map.mha"
+        ensure_writable_dir(map_path.parent)
+        result = Pipeline(load_config()).run(scan, scan_path.name)
         write_image_atomic(result.detection_map, map_path)
         try:
             write_json_atomic(result.likelihood, args.output / "pdac-likelihood.json")

@@ -10,8 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pdac.config import PipelineConfig
-from pdac.errors import OutputError, PdacError, UsageError
-from pdac.io import case_id, find_images, read_image, write_image_atomic, write_json_atomic
+from pdac.errors import PdacError, UsageError
+from pdac.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= k < n:
         raise UsageError(f"--shard {text}: need 0 <= K < N")
     return k, n
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".pdac-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"output folder {out} is not writable: {e.strerror or e}") from None
 
 
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
@@ -53,7 +43,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         scans = scans[k::n]
     if not scans:
         raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files)")
-    _check_writable(out)
+    ensure_writable_dir(out)
     pipeline = Pipeline(config, weights)
     likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
     likelihoods: dict[str, float] = {}

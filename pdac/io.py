@@ -66,6 +66,17 @@ def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
     return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
 
 
+def ensure_writable_dir(out: Path) -> None:
+    """Create `out` if needed and check that files can be created in it (before any long work)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".pdac-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"output folder {out} is not writable: {e.strerror or e}") from None
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     try:
