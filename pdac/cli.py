@@ -127,6 +127,16 @@ def cmd_select(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from pdac.evaluate import run_evaluation
+
+    report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
+                            names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)
+    print(report.summary)
+    print(f"report -> {args.output} (metrics.json, summary.md, roc.png, pr.png, froc.png)")
+    return 0
+
+
 def cmd_manifest(args) -> int:
     from pdac.weights import write_manifest
 
@@ -207,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
     add_pipeline_options(s)
     s.set_defaults(func=cmd_select)
+
+    ev = sub.add_parser("evaluate", help="PANORAMA metrics (picai_eval) of detection maps against labels; "
+                        "several --detections folders are compared")
+    ev.add_argument("--detections", nargs="+", required=True, metavar="DIR",
+                    help="folders of detection maps (<case>_detection_map.mha/.nii.gz, or the GC layout)")
+    ev.add_argument("--labels", required=True, metavar="DIR", help="folder of <case>.nii.gz/.mha PANORAMA labels")
+    ev.add_argument("--likelihoods", nargs="+", metavar="JSON",
+                    help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
+                    "default: each map's maximum")
+    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
     m.add_argument("weights_dir")

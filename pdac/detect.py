@@ -69,8 +69,9 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
                                        f"{case}: PDAC likelihood {result.likelihood:.3f}")
             likelihoods[case] = result.likelihood
-            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s", case, result.likelihood,
-                     len(result.lesions), time.perf_counter() - t0)
+            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
+                     len(result.lesions), time.perf_counter() - t0,
+                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
         except PdacError as e:
             failures[case] = str(e)
             log.error("%s: %s", case, e)

@@ -15,6 +15,9 @@ from pdac.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
 CHANNEL_SUFFIX = "_0000"
+# Resource guard: the largest PANORAMA scan is about 512 x 512 x 2900 voxels (1.3 m at 0.45 mm slices);
+# the pipeline holds a few float32 copies of the scan, so 1e9 voxels needs roughly 12-16 GB of memory.
+MAX_VOXELS = 1_000_000_000
 
 
 def image_suffix(path: Path) -> str | None:
@@ -44,26 +47,43 @@ def find_images(paths: Iterable[Path]) -> list[Path]:
 
 
 def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
-    """Read a 3D scalar image; refuse anything else with one clear line."""
+    """Read a 3D scalar image; refuse anything else with one clear line.
+
+    The header is checked before the pixels are read, so an absurdly large image is refused
+    without allocating it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: not a file")
     if not image_suffix(path):
         raise InputError(f"{path.name}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        if reader.GetNumberOfComponents() != 1:
+            raise InputError(f"{path.name}: vector/multi-channel pixels are not supported (need a scalar CT)")
+        if len(size) == 4 and size[3] == 1:
+            size = size[:3]
+        if len(size) != 3:
+            raise InputError(f"{path.name}: expected a 3D image, got {len(size)}D")
+        if int(np.prod(size, dtype=np.int64)) > MAX_VOXELS:
+            raise InputError(f"{path.name}: {'x'.join(map(str, size))} voxels exceeds the limit of "
+                             f"{MAX_VOXELS:,} voxels")
+        image = reader.Execute()
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise InputError(f"{path.name}: cannot read image ({first.strip()[:160]})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path.name}: vector/multi-channel pixels are not supported (need a scalar CT)")
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = lines[-1][:160] if lines else "unreadable"
+        raise InputError(f"{path.name}: cannot read image ({detail})") from None
+    if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    if image.GetDimension() != 3:
-        raise InputError(f"{path.name}: expected a 3D image, got {image.GetDimension()}D")
     if min(image.GetSpacing()) <= 0 or not np.all(np.isfinite(image.GetSpacing())):
         raise InputError(f"{path.name}: invalid voxel spacing {image.GetSpacing()}")
     return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def ensure_writable_dir(out: Path) -> None:
@@ -88,6 +108,7 @@ def _atomic(path: Path, write) -> None:
         raise OutputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from pdac.config import PipelineConfig
 from pdac.detection import Lesion, candidates, lesion_list
 from pdac.errors import InputError
 from pdac.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
+from pdac.io import MAX_VOXELS
 from pdac.lesion import dilated_pancreas_on, lesion_probability
 from pdac.models import load_model, resolve_device
 from pdac.pancreas import segment_pancreas
@@ -26,7 +27,6 @@ from pdac.weights import resolve_weights_dir, verify_weights
 log = logging.getLogger(__name__)
 
 AIR_HU = -1024.0
-MAX_VOXELS = 1024 * 1024 * 1200  # ~1.26e9 voxels (5 GB as float32): refused above this
 
 
 @dataclass

@@ -93,6 +93,11 @@ def make_kinds(folder: Path, phantom: Path) -> dict[str, tuple[Path, object]]:
               b"ElementSpacing = 0 1 1\nElementDataFile = LOCAL\n")
     (folder / "zero_spacing.mha").write_bytes(header + raw.tobytes())
     kinds["zero_spacing"] = (folder / "zero_spacing.mha", "spacing")
+    # absurdly large: refused from the header, before anything is allocated
+    header = (b"ObjectType = Image\nNDims = 3\nDimSize = 4000 4000 4000\nElementType = MET_SHORT\n"
+              b"ElementSpacing = 1 1 1\nElementDataFile = LOCAL\n")
+    (folder / "absurdly_large.mha").write_bytes(header + b"\0" * 1000)
+    kinds["absurdly_large"] = (folder / "absurdly_large.mha", "exceeds the limit")
     return kinds
 
 
@@ -112,7 +117,7 @@ def test_battery_has_at_least_20_kinds(battery):
 @pytest.mark.parametrize("kind", [
     "garbage", "truncated", "image2d", "image4d", "vector", "all_nan", "some_nan_inf", "constant", "tiny",
     "small_but_valid", "anisotropic", "extreme_spacing", "flipped", "oblique", "int16", "uint8", "float64",
-    "huge_values", "nifti", "zero_spacing",
+    "huge_values", "nifti", "zero_spacing", "absurdly_large",
 ])
 def test_each_kind_is_valid_or_cleanly_refused(battery, kind):
     r, out, kinds = battery

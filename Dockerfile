@@ -1,0 +1,74 @@
+# Grand Challenge algorithm image: PDAC detection (PANORAMA interface).
+#
+#   ./build.sh                       # or: docker build --platform linux/amd64 -t pdac-panorama .
+#   ./test.sh                        # builds, runs test/input offline, compares with test/output
+#
+# The base image supplies Python 3.11, CUDA and torch; the project's dependencies are installed on
+# top WITHOUT replacing the base's torch (nor its torchvision/torchaudio/triton/nvidia-* libraries).
+# Any pytorch/pytorch-like image with Python >= 3.11 and pip at /opt/conda/bin works as BASE_IMAGE.
+ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/app
+
+# 1. Dependencies (their own layer: rebuilt only when requirements.txt changes).
+#    constraints.txt pins the base's torch-family packages to the versions already installed, with
+#    any +local suffix (+cu126, +cpu) stripped, so pip keeps them instead of pulling PyPI's torch.
+#    timm (nnunetv2 -> dynamic_network_architectures -> timm) needs torchvision: when the base has
+#    one it is pinned here; otherwise pip picks the torchvision release made for the base's torch.
+#    Neither timm nor torchvision is imported on the inference path (checked below).
+COPY requirements.txt /opt/app/requirements.txt
+RUN python -c "import importlib.metadata as md, torch; \
+pins = {'torch': torch.__version__}; \
+pins.update({d.metadata['Name'].lower(): d.version for d in md.distributions() \
+             if (d.metadata['Name'] or '').lower() in ('torchvision', 'torchaudio', 'triton') \
+             or (d.metadata['Name'] or '').lower().startswith('nvidia-')}); \
+print('\n'.join(f'{n}=={v.split(\"+\")[0]}' for n, v in sorted(pins.items())))" > /opt/app/constraints.txt \
+ && echo "base image constraints:" && cat /opt/app/constraints.txt \
+ && python -m pip install --no-cache-dir -r /opt/app/requirements.txt -c /opt/app/constraints.txt \
+ && python -c "import torch, sys; want = open('/opt/app/constraints.txt').read().split('torch==')[1].split()[0]; \
+got = torch.__version__.split('+')[0]; print('torch', torch.__version__); sys.exit(got != want)"
+
+# 2. Non-root user (GC refuses images that run as root). HOME and every cache point into /tmp,
+#    the only writable place besides /output.
+RUN groupadd --system user \
+ && useradd --system --no-log-init --gid user --home-dir /tmp --no-create-home --shell /bin/bash user
+
+# 3. Code, configuration and (demo) weights. A model tarball uploaded to GC appears at
+#    /opt/ml/model and takes precedence over /opt/app/weights (see pdac/weights.py).
+COPY pyproject.toml process.py /opt/app/
+COPY pdac/ /opt/app/pdac/
+COPY resources/ /opt/app/resources/
+COPY weights/ /opt/app/weights/
+RUN python -m compileall -q /opt/app/pdac /opt/app/process.py \
+ && chmod -R a+rX /opt/app \
+ && PYTHONPATH=/opt/app python -c "import sys, nnunetv2, pdac.pipeline, pdac.models, \
+dynamic_network_architectures.architectures.unet; \
+bad = sorted({m.split('.')[0] for m in sys.modules} & {'timm', 'torchvision'}); \
+sys.exit(f'unexpected imports on the inference path: {bad}' if bad else 0)"
+
+ENV PYTHONPATH=/opt/app \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TORCH_HOME=/tmp/torch \
+    TRITON_CACHE_DIR=/tmp/triton \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    CUDA_CACHE_PATH=/tmp/nv-compute-cache \
+    nnUNet_raw=/tmp/nnUNet_raw \
+    nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
+    nnUNet_results=/tmp/nnUNet_results \
+    nnUNet_def_n_proc=1 \
+    nnUNet_n_proc_DA=0
+
+USER user
+
+ENTRYPOINT ["python", "/opt/app/process.py"]
