@@ -137,6 +137,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from pdac.study import main_args
+
+    if bool(args.images) != bool(args.labels):
+        raise UsageError("--images and --labels go together")
+    return main_args(args)
+
+
 def cmd_manifest(args) -> int:
     from pdac.weights import write_manifest
 
@@ -231,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.set_defaults(func=cmd_evaluate)
+
+    st = sub.add_parser("study", help="train the lesion model per loss (CE vs Tversky family) and compare them")
+    st.add_argument("-o", "--output", default=str(Path("docs") / "study"), help="report folder")
+    st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
+    st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
+    st.add_argument("--epochs", type=int, help="override the number of epochs per arm")
+    st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
+    st.add_argument("--labels", help="real data: PANORAMA labels")
+    st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")
+    st.set_defaults(func=cmd_study)
 
     m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
     m.add_argument("weights_dir")

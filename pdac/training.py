@@ -75,6 +75,18 @@ def tiny_plans(preprocessed_dataset_dir: Path, source_plans: str, plans_name: st
     return plans_name
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch in this process (nnU-Net does not fix seeds itself)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _with_snapshots(trainer_cls, every: int):
     """Same-named subclass that also keeps a numbered checkpoint every `every` epochs."""
 
