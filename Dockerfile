@@ -52,7 +52,10 @@ RUN python -m compileall -q /opt/app/pdac /opt/app/process.py \
  && PYTHONPATH=/opt/app python -c "import sys, nnunetv2, pdac.pipeline, pdac.models, \
 dynamic_network_architectures.architectures.unet; \
 bad = sorted({m.split('.')[0] for m in sys.modules} & {'timm', 'torchvision'}); \
-sys.exit(f'unexpected imports on the inference path: {bad}' if bad else 0)"
+sys.exit(f'unexpected imports on the inference path: {bad}' if bad else 0)" \
+ && { python -c "import torchvision" >/dev/null 2>&1 \
+      || echo "note: torchvision does not import with this base's torch (e.g. a CPU-only torch);" \
+              "it is only needed by timm-based (Primus) architectures, not by the inference path."; }
 
 ENV PYTHONPATH=/opt/app \
     HOME=/tmp \
@@ -66,6 +69,7 @@ ENV PYTHONPATH=/opt/app \
     nnUNet_raw=/tmp/nnUNet_raw \
     nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
     nnUNet_results=/tmp/nnUNet_results \
+    nnUNet_compile=false \
     nnUNet_def_n_proc=1 \
     nnUNet_n_proc_DA=0
 

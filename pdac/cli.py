@@ -137,6 +137,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from pdac.bench import main_args
+
+    if args.runs < 1:
+        raise UsageError("--runs must be at least 1")
+    return main_args(args)
+
+
 def cmd_study(args) -> int:
     from pdac.study import main_args
 
@@ -239,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="time our pipeline vs a baseline-style reference vs the network alone")
+    b.add_argument("--sizes", nargs="+", choices=["small", "full"], help="phantom sizes (default: small full)")
+    b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
+    b.add_argument("--real-plans", action="store_true",
+                   help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
+    b.add_argument("--weights")
+    b.add_argument("--folds", type=int, nargs="+")
+    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    b.add_argument("--step", type=float)
+    b.add_argument("--json", help="also write all timings to this file")
+    b.set_defaults(func=cmd_bench)
 
     st = sub.add_parser("study", help="train the lesion model per loss (CE vs Tversky family) and compare them")
     st.add_argument("-o", "--output", default=str(Path("docs") / "study"), help="report folder")

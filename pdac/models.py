@@ -130,6 +130,16 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     return Model(folder.name, predictor, folds)
 
 
+def preprocess(model: Model, image: sitk.Image) -> tuple[torch.Tensor, dict]:
+    """nnU-Net's preprocessing of an in-memory image: (network input tensor, properties)."""
+    pm, cm = model.plans_manager, model.configuration_manager
+    data = sitk.GetArrayFromImage(image).astype(np.float32)[None]
+    props = {"spacing": list(image.GetSpacing()[::-1])}
+    data, _, props = cm.preprocessor_class(verbose=False).run_case_npy(data, None, props, pm, cm,
+                                                                       model.predictor.dataset_json)
+    return torch.from_numpy(data), props
+
+
 def predict_probabilities(model: Model, image: sitk.Image, channels: list[int]) -> np.ndarray:
     """Softmax probabilities of `channels`, summed, on `image`'s own grid ((z, y, x) float32).
 
@@ -137,12 +147,9 @@ def predict_probabilities(model: Model, image: sitk.Image, channels: list[int]) 
     back to the input grid (nnU-Net itself would resample every channel)."""
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
-    pm, cm, predictor = model.plans_manager, model.configuration_manager, model.predictor
-    data = sitk.GetArrayFromImage(image).astype(np.float32)[None]
-    props = {"spacing": list(image.GetSpacing()[::-1])}
-    preprocessor = cm.preprocessor_class(verbose=False)
-    data, _, props = preprocessor.run_case_npy(data, None, props, pm, cm, predictor.dataset_json)
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).float().cpu()
+    pm, cm = model.plans_manager, model.configuration_manager
+    data, props = preprocess(model, image)
+    logits = model.predictor.predict_logits_from_preprocessed_data(data).float().cpu()
     prob = torch.softmax(logits, 0)[channels].sum(0, keepdim=True).numpy()
     del logits
     spacing_t = [props["spacing"][i] for i in pm.transpose_forward]

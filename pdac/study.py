@@ -50,10 +50,12 @@ class StudySettings:
     iterations: int = 25
     fold: int = 0
     patch_size: tuple[int, int, int] | None = (32, 64, 128)
+    tta: bool = True
 
     @classmethod
     def quick(cls) -> StudySettings:
-        return cls(n_train=8, n_test=6, epochs=1, iterations=2)
+        """Checks the whole path in a few minutes; its numbers mean nothing."""
+        return cls(n_train=8, n_test=6, epochs=1, iterations=2, tta=False)
 
 
 def discriminative_spec():
@@ -134,7 +136,7 @@ def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: 
         training.tiny_plans(folder, source, PLANS, patch_size=patch)
         training.preprocess(STAGE2_ID, PLANS)
 
-    config = load_config()
+    config = load_config(overrides={"stage2": {"tta": settings.tta}})
     detections, names = [], []
     for name, trainer in arms.items():
         model = next(iter(results.glob(f"Dataset{STAGE2_ID}_*/{trainer}__{PLANS}__3d_fullres")), None)
