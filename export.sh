@@ -20,7 +20,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0 ;;
     --image-only) model=0 ;;
     --model-only) image=0 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "export.sh: unknown option $1" >&2; exit 2 ;;
     *) outdir="$1" ;;
   esac
@@ -65,7 +65,6 @@ if [[ $image -eq 1 ]]; then
   out="$outdir/${IMAGE_NAME}_$(date -u +%Y%m%d-%H%M%S).tar.gz"
   tmp="$out.partial"
   trap 'rm -f "$tmp"' EXIT
-  # podman save refuses to write to a pipe without -o; /dev/stdout works for all three engines.
   "${cmd[@]}" | gzip -c >"$tmp"
   mv "$tmp" "$out"
   echo "export.sh: wrote $out ($(du -h "$out" | cut -f1))"

@@ -113,7 +113,7 @@ def cmd_train(args) -> int:
     out = training.train(args.dataset, args.fold, args.trainer, args.plans, epochs=args.epochs,
                          iterations=args.iterations, val_iterations=args.val_iterations,
                          snapshot_every=args.snapshot_every, device=args.device, validate=not args.no_validation,
-                         continue_training=args.resume)
+                         continue_training=args.resume, pretrained=args.pretrained)
     print(out)
     return 0
 
@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
     t.add_argument("--no-validation", action="store_true")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")

@@ -101,7 +101,8 @@ def _with_snapshots(trainer_cls, every: int):
 
 def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration: str = "3d_fullres",
           epochs: int | None = None, iterations: int | None = None, val_iterations: int | None = None,
-          snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False) -> Path:
+          snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False,
+          pretrained: str | None = None) -> Path:
     """Train one fold; returns the fold's output folder."""
     ensure_ext_trainer_path()
     import torch
@@ -129,6 +130,11 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
     if snapshot_every:
         t.save_every = max(t.save_every, snapshot_every)
     maybe_load_checkpoint(t, continue_training, False)
+    if pretrained:  # warm start (nnU-Net's own loader), with a fresh optimiser and schedule
+        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+        t.initialize()
+        load_pretrained_weights(t.network, pretrained, verbose=False)
     t.run_training()
     if validate:
         t.perform_actual_validation(False)
