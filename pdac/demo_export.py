@@ -104,6 +104,16 @@ def weights_readme(summary: dict) -> str:
         for t, c in summary["candidates"].items())
     best = summary["selected_trainer"]
     h = summary["candidates"][best]["heldout"]
+    if len(summary["candidates"]) > 1:
+        choice = (f"Selected: **`{best}`**, the best held-out score (AUROC {h['auroc']:.3f}, AP {h['ap']:.3f}).")
+    else:
+        choice = (f"Only `{best}` was trained for the demo (`--trainers` adds candidates, about 20 min each).")
+    choice += """
+
+Why Tversky + CE for the demo lesion model: pure Tversky loss tends to drive the lesion probability to 0 or 1
+(saturated outputs), which leaves few distinct likelihood values to rank patients by and can hurt AUROC;
+the added cross-entropy keeps the outputs graded while the FP-heavy Tversky term (fp_weight 0.7, fn_weight
+0.3) penalises false positives. `pdac study` measures all the losses side by side."""
     return f"""# Demo weights (synthetic)
 
 Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {summary['train_seed']});
@@ -124,8 +134,5 @@ the default configuration, picai_eval (IoU >= 0.1 on label 1), patient AUROC fro
 |---|---|---|---|---|---|
 {rows}
 
-Selected: **`{best}`**, the better held-out score (AUROC {h['auroc']:.3f}, AP {h['ap']:.3f}). Pure Tversky loss
-tends to drive the lesion probability to 0 or 1 (saturated outputs), which leaves few distinct
-likelihood values to rank patients by and can hurt AUROC; adding cross-entropy keeps the outputs
-graded. The table above is the measured comparison on these phantoms.
+{choice}
 """
