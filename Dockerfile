@@ -5,20 +5,39 @@
 #
 # The base image supplies Python 3.11, CUDA and torch; the project's dependencies are installed on
 # top WITHOUT replacing the base's torch (nor its torchvision/torchaudio/triton/nvidia-* libraries).
-# Any pytorch/pytorch-like image with Python >= 3.11 and pip at /opt/conda/bin works as BASE_IMAGE.
+# Any pytorch/pytorch-like image with Python >= 3.11, pip and torch works as BASE_IMAGE.
+# Few instructions on purpose: with podman's vfs storage every step is a full copy of the image.
 ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# Run-time environment. HOME and every cache point into /tmp, the only writable place besides
+# /output; nnU-Net's folders are set (it warns when they are not) but unused; inference runs in one
+# process (no worker processes, so nothing relies on /dev/shm) and without torch.compile.
+ENV PYTHONPATH=/opt/app \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TORCH_HOME=/tmp/torch \
+    TRITON_CACHE_DIR=/tmp/triton \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    CUDA_CACHE_PATH=/tmp/nv-compute-cache \
+    nnUNet_raw=/tmp/nnUNet_raw \
+    nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
+    nnUNet_results=/tmp/nnUNet_results \
+    nnUNet_compile=false \
+    nnUNet_def_n_proc=1 \
+    nnUNet_n_proc_DA=0
 WORKDIR /opt/app
+ENTRYPOINT ["python", "/opt/app/process.py"]
 
-# 1. Dependencies (their own layer: rebuilt only when requirements.txt changes).
+# 1. Dependencies and the non-root user (one layer, rebuilt only when requirements.txt changes).
 #    constraints.txt pins the base's torch-family packages to the versions already installed, with
 #    any +local suffix (+cu126, +cpu) stripped, so pip keeps them instead of pulling PyPI's torch.
 #    timm (nnunetv2 -> dynamic_network_architectures -> timm) needs torchvision: when the base has
@@ -34,30 +53,12 @@ print('\n'.join(f'{n}=={v.split(\"+\")[0]}' for n, v in sorted(pins.items())))" 
  && echo "base image constraints:" && cat /opt/app/constraints.txt \
  && python -m pip install --no-cache-dir -r /opt/app/requirements.txt -c /opt/app/constraints.txt \
  && python -c "import torch, sys; want = open('/opt/app/constraints.txt').read().split('torch==')[1].split()[0]; \
-got = torch.__version__.split('+')[0]; print('torch', torch.__version__); sys.exit(got != want)"
+got = torch.__version__.split('+')[0]; print('torch', torch.__version__); sys.exit(got != want)" \
+ && groupadd --system user \
+ && useradd --system --no-log-init --gid user --home-dir /tmp --no-create-home --shell /bin/bash user \
+ && find /tmp -mindepth 1 -delete
 
-# 2. Non-root user (GC refuses images that run as root). HOME and every cache point into /tmp,
-#    the only writable place besides /output; nnU-Net's folders are set (it warns when they are not)
-#    but unused; no worker processes, so nothing relies on /dev/shm.
-RUN groupadd --system user \
- && useradd --system --no-log-init --gid user --home-dir /tmp --no-create-home --shell /bin/bash user
-ENV PYTHONPATH=/opt/app \
-    HOME=/tmp \
-    XDG_CACHE_HOME=/tmp/.cache \
-    XDG_CONFIG_HOME=/tmp/.config \
-    MPLCONFIGDIR=/tmp/matplotlib \
-    TORCH_HOME=/tmp/torch \
-    TRITON_CACHE_DIR=/tmp/triton \
-    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
-    CUDA_CACHE_PATH=/tmp/nv-compute-cache \
-    nnUNet_raw=/tmp/nnUNet_raw \
-    nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
-    nnUNet_results=/tmp/nnUNet_results \
-    nnUNet_compile=false \
-    nnUNet_def_n_proc=1 \
-    nnUNet_n_proc_DA=0
-ENTRYPOINT ["python", "/opt/app/process.py"]
-# Named like Grand Challenge's own templates; the name resolves inside the image.
+# 2. GC refuses images that run as root. Named like GC's own templates; it resolves inside the image.
 # hadolint ignore=DL3066
 USER user
 
@@ -65,7 +66,7 @@ USER user
 #    (.dockerignore), so this copies pdac/, process.py, pyproject.toml, resources/ and weights/.
 #    A model tarball uploaded to GC appears at /opt/ml/model and takes precedence over
 #    /opt/app/weights (pdac/weights.py). The check runs as the image's user: everything must be
-#    readable, and timm/torchvision must stay off the inference path.
+#    readable, timm/torchvision must stay off the inference path, and /tmp must stay empty.
 COPY . /opt/app/
 RUN python -c "import os, sys, pathlib, nnunetv2, pdac.pipeline, pdac.models, \
 dynamic_network_architectures.architectures.unet; from pdac.config import load_config; load_config(); \
@@ -75,4 +76,5 @@ sys.exit(f'not readable by the image user: {unreadable[:5]}' if unreadable else 
          f'unexpected imports on the inference path: {bad}' if bad else 0)" \
  && { python -c "import torchvision" >/dev/null 2>&1 \
       || echo "note: torchvision does not import with this base's torch (e.g. a CPU-only torch);" \
-              "it is only needed by timm-based (Primus) architectures, not by the inference path."; }
+              "it is only needed by timm-based (Primus) architectures, not by the inference path."; } \
+ && { test -z "$(ls -A /tmp)" || { echo "/tmp is not empty: $(ls -A /tmp)"; exit 1; }; }

@@ -142,19 +142,21 @@ if [[ "$runner" == buildah ]]; then
   fi
 fi
 
-# run_image NAME OUTDIR [MODEL_DIR]: runs the image's entrypoint; returns its exit status.
+# run_image NAME OUTDIR [MODEL_DIR [UID:GID]]: runs the image's entrypoint (as the image's USER unless
+# UID:GID is given); returns its exit status.
 run_image() {
-  local name="$1" out="$2" model="${3:-}" rc=0 mounts=()
+  local name="$1" out="$2" model="${3:-}" as="${4:-}" rc=0 mounts=() as_user=()
   mkdir -p "$out"
   chmod 0777 "$out"   # the image's user is not the caller
   mounts=(-v "$INPUT:/input:ro" -v "$out:/output:rw")
   if [[ -n "$model" ]]; then mounts+=(-v "$model:/opt/ml/model:ro"); fi
-  log "run '$name'"
+  if [[ -n "$as" ]]; then as_user=(--user "$as"); fi
+  log "run '$name'${as:+ as $as}"
   local start=$SECONDS
   case "$runner" in
     docker | podman)
       timeout "$RUN_TIMEOUT" "$runner" "${store[@]}" run --rm --platform linux/amd64 --network none \
-        --read-only --tmpfs /tmp:rw,exec,mode=1777 "${gpu[@]}" "${mounts[@]}" "$IMAGE" \
+        --read-only --tmpfs /tmp:rw,exec,mode=1777 "${as_user[@]}" "${gpu[@]}" "${mounts[@]}" "$IMAGE" \
         >"$tmp_root/$name.log" 2>&1 || rc=$?
       ;;
     buildah)
@@ -163,19 +165,19 @@ run_image() {
       local bmounts=()
       for ((i = 1; i < ${#mounts[@]}; i += 2)); do bmounts+=(--volume "${mounts[i]}"); done
       timeout "$RUN_TIMEOUT" "${offline[@]}" buildah "${store[@]}" run --isolation "$isolation" "${net[@]}" \
-        --user "$user" --mount type=tmpfs,destination=/tmp "${bmounts[@]}" "$ctr" -- "${entrypoint[@]}" \
+        --user "${as:-$user}" --mount type=tmpfs,destination=/tmp "${bmounts[@]}" "$ctr" -- "${entrypoint[@]}" \
         >"$tmp_root/$name.log" 2>&1 || rc=$?
-      # Written outside /output and /tmp? (mount points and files buildah itself manages excluded)
+      # Files written outside /output and /tmp? (/input, /output, /tmp and /opt/ml/model are mounts;
+      # directories are skipped because buildah creates the mount points; /etc and /run files are
+      # buildah's own)
       local written
-      written="$(cd "$rootfs" && find . -xdev -newer "$tmp_root/$name.start" \
-        -not -path './tmp' -not -path './tmp/*' -not -path './output' -not -path './input' \
-        -not -path './opt/ml' -not -path './opt/ml/model' -not -path './run' -not -path './run/*' \
-        -not -path './dev' -not -path './dev/*' -not -path './proc' -not -path './sys' \
-        -not -path './etc/hosts' -not -path './etc/hostname' -not -path './etc/resolv.conf' \
-        -not -path '.' | head -20)"
+      written="$(cd "$rootfs" && find . -xdev -newer "$tmp_root/$name.start" -not -type d \
+        -not -path './tmp/*' -not -path './run/*' -not -path './dev/*' \
+        -not -path './etc/hosts' -not -path './etc/hostname' -not -path './etc/resolv.conf' | head -20)"
       if [[ -n "$written" ]]; then
-        log "files written outside /output and /tmp:"; echo "$written" >&2
-        rc=90
+        log "run '$name' wrote files outside /output and /tmp:"
+        echo "$written" >&2
+        stray_writes=1
       fi
       ;;
   esac
@@ -235,6 +237,7 @@ PY
 }
 
 status=0
+stray_writes=0
 if run_image main "$tmp_root/main"; then
   compare "$tmp_root/main" || { status=1; log "outputs differ from $EXPECTED"; }
 else
@@ -260,12 +263,13 @@ if [[ $model_mount -eq 1 && $status -eq 0 ]]; then
   else
     log "broken /opt/ml/model refused: $(grep -m1 -o 'weights.*' "$tmp_root/broken-model.log" || true)"
   fi
-  # 2. GC's model tarball, unpacked at /opt/ml/model, gives the expected outputs.
+  # 2. GC's model tarball, unpacked at /opt/ml/model, gives the expected outputs; this run uses an
+  #    arbitrary uid, as `docker run --user "$(id -u):$(id -g)"` on one's own scans does.
   ./export.sh --model-only "$tmp_root" >/dev/null
   mkdir -p "$tmp_root/model"
   tar -C "$tmp_root/model" -xzf "$tmp_root/model.tar.gz"
   chmod -R a+rX "$tmp_root/model"
-  if run_image model-tarball "$tmp_root/model-out" "$tmp_root/model"; then
+  if run_image model-tarball "$tmp_root/model-out" "$tmp_root/model" 12345:12345; then
     compare "$tmp_root/model-out" || status=1
   else
     status=1
@@ -273,6 +277,9 @@ if [[ $model_mount -eq 1 && $status -eq 0 ]]; then
   fi
 fi
 
+if [[ $stray_writes -ne 0 ]]; then
+  status=1
+fi
 if [[ $status -eq 0 ]]; then
   log "PASS"
 else
