@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-slow lint demo-weights expected-output clean
+.PHONY: install install-dev demo test test-slow lint demo-weights expected-output container-test clean
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -46,6 +46,10 @@ lint: $(DEV_STAMP)
 ## Retrain the demo weights from synthetic phantoms on the CPU (<= 60 min on 2 cores).
 demo-weights: $(STAMP)
 	$(PY) -m pdac.demo_weights
+
+## Container smoke test (needs docker, or podman + buildah; BASE_IMAGE may point at a local base).
+container-test:
+	./test.sh --model-mount
 
 ## Regenerate test/output (the expected GC outputs for test/input) after the weights changed on purpose.
 expected-output: $(STAMP)
