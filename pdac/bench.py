@@ -127,6 +127,7 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
     from pdac.geometry import centred_region, copy_geometry, crop, crop_region_around_mask, paste, resample_to_spacing
     from pdac.io import read_image
     from pdac.lesion import dilated_pancreas_on
+    from pdac.models import fold_checkpoints
     from pdac.trainers import trainers_path
 
     config = load_config(overrides=overrides)
@@ -141,14 +142,16 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
         low = resample_to_spacing(scan, config.stage1.spacing_mm, default_value=-1024.0)
         sitk.WriteImage(low, str(tmp / "s1_in" / "case_0000.nii.gz"))
 
-        def predict(stage, model, folds, tta, extra):
-            cmd = [tool, "-i", str(tmp / f"{stage}_in"), "-o", str(tmp / f"{stage}_out"), "-m", str(weights / model),
-                   "-f", *folds, "-chk", "checkpoint_final.pth", "-device", "cpu", "-npp", "1", "-nps", "1",
-                   "--disable_progress_bar", *([] if tta else ["--disable_tta"]), *extra]
+        def predict(stage, cfg, extra):
+            # the same folds and checkpoint names the pipeline would use
+            chosen = fold_checkpoints(weights / cfg.model, cfg)
+            cmd = [tool, "-i", str(tmp / f"{stage}_in"), "-o", str(tmp / f"{stage}_out"),
+                   "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", chosen[0][1].name,
+                   "-device", "cpu", "-npp", "1", "-nps", "1",
+                   "--disable_progress_bar", *([] if cfg.tta else ["--disable_tta"]), *extra]
             subprocess.run(cmd, check=True, env=env, capture_output=True)
 
-        folds = lambda d: sorted(p.name[5:] for p in (weights / d).glob("fold_*"))  # noqa: E731
-        predict("s1", config.stage1.model, folds(config.stage1.model), config.stage1.tta, [])
+        predict("s1", config.stage1, [])
         seg_img = sitk.ReadImage(str(tmp / "s1_out" / "case.nii.gz"))
         seg = sitk.GetArrayFromImage(seg_img) > 0
         region = crop_region_around_mask(seg, seg_img, scan, config.crop.margins_mm)
@@ -156,7 +159,7 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
         region = region or centred_region(scan, config.crop.fallback_extent_mm)
         roi = crop(scan, region)
         sitk.WriteImage(roi, str(tmp / "s2_in" / "case_0000.nii.gz"))
-        predict("s2", config.stage2.model, folds(config.stage2.model), config.stage2.tta, ["--save_probabilities"])
+        predict("s2", config.stage2, ["--save_probabilities"])
         probabilities = np.load(tmp / "s2_out" / "case.npz")["probabilities"]
         probability = probabilities[config.stage2.lesion_channel].astype(np.float32)
         if config.detection.mask_to_pancreas and found:
