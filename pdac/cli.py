@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
     st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
     st.add_argument("--epochs", type=int, help="override the number of epochs per arm")
+    st.add_argument("--optimizer", choices=["sgd", "adam"],
+                    help="sgd: nnU-Net's trainers; adam: their AdamW twins, for short CPU budgets "
+                         "(default: adam on phantoms, sgd on real data)")
     st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
     st.add_argument("--labels", help="real data: PANORAMA labels")
     st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")

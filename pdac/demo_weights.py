@@ -21,7 +21,7 @@ STAGE1_ID, STAGE2_ID = 113, 114
 STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
 # The lesion trainer(s) to train and compare on the held-out phantoms; pass several with --trainers to
 # let the held-out score pick (each adds about 25 minutes on 2 cores).
-CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss",)
+CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss_Adam1en3",)
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--n-heldout", type=int, default=24)
     p.add_argument("--stage1-epochs", type=int, default=50)
-    p.add_argument("--stage2-epochs", type=int, default=80)
+    p.add_argument("--stage2-epochs", type=int, default=200)
     p.add_argument("--iterations", type=int, default=30, help="iterations per epoch")
     p.add_argument("--trainers", nargs="+", default=list(CANDIDATE_TRAINERS))
     p.add_argument("--until", choices=["data", "train", "all"], default="all")

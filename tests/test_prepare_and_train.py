@@ -3,6 +3,7 @@ smoke run of every custom trainer through nnU-Net's training machinery with nnUN
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import SimpleITK as sitk
 from conftest import pdac
 
 TRAINERS = ["nnUNetTrainerTverskyLoss", "nnUNetTrainerTverskyLossFNHeavy", "nnUNetTrainerTverskyCELoss",
-            "nnUNetTrainerFocalTverskyLoss"]
+            "nnUNetTrainerFocalTverskyLoss", "nnUNetTrainerTverskyCELoss_Adam1en3"]
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,6 @@ def test_each_custom_trainer_trains_a_few_iterations(prepared):
         assert (fold / "checkpoint_final.pth").is_file()
         log = next(fold.glob("training_log_*.txt")).read_text()
         assert "train_loss" in log and "nan" not in log.split("train_loss", 1)[1].splitlines()[0]
+        # the AdamW twins start at lr 1e-3; the SGD trainers at nnU-Net's 1e-2
+        first_lr = float(re.search(r"Current learning rate: (\S+)", log).group(1))
+        assert first_lr == (1e-3 if trainer.endswith("_Adam1en3") else 1e-2)

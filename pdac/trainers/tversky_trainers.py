@@ -1,8 +1,10 @@
-"""Tversky-family trainers: small nnUNetTrainer subclasses that override `_build_loss` only."""
+"""Tversky-family trainers: small nnUNetTrainer subclasses that override `_build_loss` only (plus AdamW twins)."""
 
 import numpy as np
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nnUNetTrainerCELoss
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam1en3
 
 from pdac.losses import TverskyLoss, TverskyWithIgnore
 
@@ -46,3 +48,27 @@ class nnUNetTrainerFocalTverskyLoss(nnUNetTrainerTverskyLoss):
     """Focal Tversky (1 - TI) ** gamma, gamma 0.75 (= 1 / (4/3), Abraham & Khan's best setting)."""
 
     gamma = 0.75
+
+
+
+# AdamW (lr 1e-3, nnU-Net's own optimiser variant) instead of SGD, one class per loss. Used where the budget is a
+# few thousand iterations (the CPU demo weights and the synthetic study): there nnU-Net's SGD (lr 1e-2, momentum
+# 0.99) has not yet found the lesion class, while AdamW has. For full-length training keep the SGD trainers above.
+class nnUNetTrainerCELoss_Adam1en3(nnUNetTrainerCELoss, nnUNetTrainerAdam1en3):
+    pass
+
+
+class nnUNetTrainerTverskyLoss_Adam1en3(nnUNetTrainerTverskyLoss, nnUNetTrainerAdam1en3):
+    pass
+
+
+class nnUNetTrainerTverskyLossFNHeavy_Adam1en3(nnUNetTrainerTverskyLossFNHeavy, nnUNetTrainerAdam1en3):
+    pass
+
+
+class nnUNetTrainerFocalTverskyLoss_Adam1en3(nnUNetTrainerFocalTverskyLoss, nnUNetTrainerAdam1en3):
+    pass
+
+
+class nnUNetTrainerTverskyCELoss_Adam1en3(nnUNetTrainerTverskyCELoss, nnUNetTrainerAdam1en3):
+    pass
