@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("-o", "--output", required=True)
     ph.add_argument("-n", type=int, default=10)
     ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--size", choices=["small", "full"], default="small")
+    ph.add_argument("--size", choices=["small", "full", "large"], default="small",
+                    help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
     ph.add_argument("--positive-fraction", type=float, default=0.5)
     ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
     ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
@@ -250,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time our pipeline vs a baseline-style reference vs the network alone")
-    b.add_argument("--sizes", nargs="+", choices=["small", "full"], help="phantom sizes (default: small full)")
+    b.add_argument("--sizes", nargs="+", choices=["small", "full", "large"],
+                   help="phantom sizes (default: small full; large = 512 x 512 x 400, the memory target)")
     b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
     b.add_argument("--real-plans", action="store_true",
                    help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pdac.config import load_config
-from pdac.evaluation import panorama_metrics
+from pdac.evaluate import evaluate_arrays
 from pdac.io import case_id
 from pdac.select_checkpoint import SELECTED, select_checkpoint
 from pdac.weights import write_manifest
@@ -56,7 +56,7 @@ def heldout_metrics(weights: Path, heldout: Path) -> dict:
         detections[case] = sitk.GetArrayFromImage(result.detection_map)
         likelihoods[case] = result.likelihood
         labels[case] = sitk.GetArrayFromImage(sitk.ReadImage(str(heldout / "labelsTr" / f"{case}.nii.gz")))
-    m = panorama_metrics(detections, labels, likelihoods)
+    m = evaluate_arrays(detections, labels, likelihoods, name=weights.name).metrics
     return {"cases": len(detections), "positives": int(sum(m.case_target.values())), "auroc": round(float(m.auroc), 4),
             "ap": round(float(m.AP), 4), "score": round(float((m.auroc + m.AP) / 2), 4)}
 

@@ -32,7 +32,6 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from pdac.errors import InputError, OutputError, UsageError
-from pdac.evaluation import pdac_truth
 from pdac.io import case_id, image_suffix, read_image, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -218,6 +217,11 @@ class CaseResult:
     map_max: float
     dice: float | None  # candidates (map > 0) vs truth (label == 1); None without truth
     num_candidates: int
+
+
+def pdac_truth(label: np.ndarray) -> np.ndarray:
+    """PANORAMA's ground truth for detection: the PDAC label (1) only."""
+    return (np.asarray(label) == 1).astype(np.int32)
 
 
 def evaluate_case(detection: np.ndarray, label: np.ndarray, what: str = "case") -> CaseResult:

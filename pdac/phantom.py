@@ -34,7 +34,7 @@ LABELS = {"background": 0, "pdac": 1, "veins": 2, "arteries": 3, "pancreas": 4, 
 class PhantomSpec:
     """What to draw. The ranges let the study make harder (smaller, subtler) benchmarks."""
 
-    size: str = "small"  # small: ~2-3 mm voxels; full: 512 x 512 x 100-300
+    size: str = "small"  # small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400 (thin slices)
     lesion: bool = True
     lesion_diameter_mm: tuple[float, float] = (10.0, 40.0)
     lesion_contrast_hu: tuple[float, float] = (20.0, 60.0)  # below the parenchyma
@@ -93,8 +93,12 @@ def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, o
         sp_xy = (2 * body_half_width + rng.uniform(20, 80)) / n_xy
         sp_z = rng.uniform(1.0, 3.0)
         n_z = int(np.clip(round(rng.uniform(220, 400) / sp_z), 100, 300))
+    elif spec.size == "large":  # the memory worst case: PANORAMA's longest thin-slice scans
+        n_xy, n_z = 512, 400
+        sp_xy = (2 * body_half_width + rng.uniform(20, 80)) / n_xy
+        sp_z = rng.uniform(0.6, 1.0)
     else:
-        raise ValueError(f"unknown phantom size {spec.size!r} (small or full)")
+        raise ValueError(f"unknown phantom size {spec.size!r} (small, full or large)")
     return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), _direction(orient_rng, spec.orientation)
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pdac.config import PipelineConfig
 from pdac.detection import candidates
 from pdac.errors import UsageError
-from pdac.evaluation import panorama_metrics
+from pdac.evaluate import evaluate_arrays
 from pdac.lesion import lesion_probability
 from pdac.models import load_model, resolve_device
 
@@ -61,7 +61,7 @@ def select_checkpoint(model_folder: Path, fold: int, raw_dataset: Path, splits_f
         model = load_model(model_folder, cfg, torch_device)
         detections = {c: candidates(lesion_probability(model, img, config.stage2.lesion_channel),
                                     config.detection)[0] for c, img in images.items()}
-        m = panorama_metrics(detections, labels)
+        m = evaluate_arrays(detections, labels, name=name).metrics
         scores[name] = {"auroc": float(m.auroc), "ap": float(m.AP), "score": float((m.auroc + m.AP) / 2)}
         log.info("%s: AUROC %.3f AP %.3f score %.3f", name, m.auroc, m.AP, scores[name]["score"])
     best = max(scores, key=lambda n: (scores[n]["score"], n))
