@@ -61,7 +61,7 @@ def heldout_metrics(weights: Path, heldout: Path) -> dict:
             "ap": round(float(m.AP), 4), "score": round(float((m.auroc + m.AP) / 2), 4)}
 
 
-def select_and_export(work: Path, out: Path, trainers: list[str]) -> dict:
+def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict | None = None) -> dict:
     results_root = Path(os.environ["nnUNet_results"])
     raw = Path(os.environ["nnUNet_raw"])
     pre = Path(os.environ["nnUNet_preprocessed"])
@@ -88,8 +88,11 @@ def select_and_export(work: Path, out: Path, trainers: list[str]) -> dict:
             shutil.rmtree(out / sub)
         shutil.copytree(work / "candidates" / best / sub, out / sub)
     write_manifest(out)
+    timings = work / "training_seconds.json"
     summary = {"synthetic": True, "selected_trainer": best, "candidates": candidates,
-               "heldout_seed": 2, "train_seed": 1, "config": dataclasses.asdict(config)}
+               "heldout_seed": 2, "train_seed": 1, "budget": budget or {},
+               "training_seconds": json.loads(timings.read_text()) if timings.exists() else {},
+               "config": dataclasses.asdict(config)}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "README.md").write_text(weights_readme(summary))
     log.info("demo weights: %s (held-out %s)", best, candidates[best]["heldout"])
@@ -107,13 +110,23 @@ def weights_readme(summary: dict) -> str:
     if len(summary["candidates"]) > 1:
         choice = (f"Selected: **`{best}`**, the best held-out score (AUROC {h['auroc']:.3f}, AP {h['ap']:.3f}).")
     else:
-        choice = (f"Only `{best}` was trained for the demo (`--trainers` adds candidates, about 20 min each).")
+        choice = (f"Only `{best}` was trained for the demo: a second candidate would not fit the 60-minute "
+                  "budget (`--trainers` adds candidates, about 45 min each); `pdac study` compares all the losses "
+                  "on held-out phantoms.")
     choice += """
 
 Why Tversky + CE for the demo lesion model: pure Tversky loss tends to drive the lesion probability to 0 or 1
 (saturated outputs), which leaves few distinct likelihood values to rank patients by and can hurt AUROC;
 the added cross-entropy keeps the outputs graded while the FP-heavy Tversky term (fp_weight 0.7, fn_weight
-0.3) penalises false positives. `pdac study` measures all the losses side by side."""
+0.3) penalises false positives. The `_Adam1en3` suffix: nnU-Net's AdamW (lr 1e-3) instead of SGD, because
+within a CPU budget of a few thousand iterations SGD had not found the lesion class (see the README)."""
+    b = summary.get("budget") or {}
+    budget = (f"Budget: stage 1 {b['stage1_epochs']} epochs, stage 2 {b['stage2_epochs']} epochs, "
+              f"{b['iterations']} iterations each" if b else "")
+    secs = summary.get("training_seconds") or {}
+    if secs:
+        budget += " (measured training time on this machine: " + ", ".join(
+            f"{k} {v / 60:.0f} min" for k, v in secs.items()) + ")"
     return f"""# Demo weights (synthetic)
 
 Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {summary['train_seed']});
@@ -124,6 +137,8 @@ Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {s
   fold 0, checkpoint chosen by (AUROC + AP) / 2 on the fold's validation phantoms
   (`checkpoint_best_panorama.pth`; see `lesion/fold_0/checkpoint_selection.json`).
 - `manifest.json`: SHA-256 of every file; checked before anything is loaded.
+
+{budget}.
 
 ## Held-out result (synthetic)
 

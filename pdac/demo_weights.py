@@ -8,6 +8,7 @@ are skipped, so an interrupted run resumes. Results are synthetic.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ log = logging.getLogger("pdac.demo_weights")
 STAGE1_ID, STAGE2_ID = 113, 114
 STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
 # The lesion trainer(s) to train and compare on the held-out phantoms; pass several with --trainers to
-# let the held-out score pick (each adds about 25 minutes on 2 cores).
+# let the held-out score pick (each adds about 45 minutes on 2 cores). AdamW twin: see the trainers module.
 CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss_Adam1en3",)
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 
@@ -59,7 +60,7 @@ def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
             training.preprocess(dataset_id, tiny)
 
 
-def train_models(stage1_epochs: int, stage2_epochs: int, iterations: int, trainers) -> None:
+def train_models(work: Path, stage1_epochs: int, stage2_epochs: int, iterations: int, trainers) -> None:
     from pdac import training
 
     results = Path(os.environ["nnUNet_results"])
@@ -74,7 +75,12 @@ def train_models(stage1_epochs: int, stage2_epochs: int, iterations: int, traine
         t0 = time.time()
         training.train(str(dataset_id), fold, trainer, plans, epochs=epochs, iterations=iterations,
                        val_iterations=5, snapshot_every=max(1, epochs // 6), validate=False)
-        log.info("trained %s fold %s in %.0f s", trainer, fold, time.time() - t0)
+        seconds = time.time() - t0
+        log.info("trained %s fold %s in %.0f s", trainer, fold, seconds)
+        timings_file = work / "training_seconds.json"
+        timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+        timings[f"{trainer} fold {fold}"] = round(seconds)
+        timings_file.write_text(json.dumps(timings, indent=1))
 
 
 def main(argv=None) -> int:
@@ -95,12 +101,14 @@ def main(argv=None) -> int:
     data_and_plans(args.work, args.n_train, args.n_heldout)
     if args.until == "data":
         return 0
-    train_models(args.stage1_epochs, args.stage2_epochs, args.iterations, args.trainers)
+    train_models(args.work, args.stage1_epochs, args.stage2_epochs, args.iterations, args.trainers)
     if args.until == "train":
         return 0
     from pdac.demo_export import select_and_export
 
-    select_and_export(args.work, args.out, args.trainers)
+    select_and_export(args.work, args.out, args.trainers, {"stage1_epochs": args.stage1_epochs,
+                                                           "stage2_epochs": args.stage2_epochs,
+                                                           "iterations": args.iterations})
     return 0
 
 

@@ -91,6 +91,17 @@ def pair_images_and_labels(images: Path, labels: Path) -> list[tuple[Path, Path]
     return pairs
 
 
+def _remove_stale_cases(dataset: Path, kept: set[str], file_ending: str) -> None:
+    """Delete cases left in an existing output dataset by an earlier run, so that the dataset (and its
+    numTraining) holds exactly this run's cases."""
+    stale = [p for sub, suffix in (("imagesTr", f"_0000{file_ending}"), ("labelsTr", file_ending))
+             for p in (dataset / sub).glob(f"*{file_ending}") if p.name[: -len(suffix)] not in kept]
+    for p in stale:
+        p.unlink()
+    if stale:
+        log.warning("%s: removed %d file(s) of cases not in this run", dataset.name, len(stale))
+
+
 def prepare(images: Path, labels: Path, out: Path, config: PipelineConfig, stage1_id: int = 113,
             stage2_id: int = 114, workers: int = 1, file_ending: str = ".nii.gz", verify: bool = True) -> dict:
     """Write both raw datasets under `out` (an nnUNet_raw folder). Returns a summary dict."""
@@ -116,6 +127,9 @@ def prepare(images: Path, labels: Path, out: Path, config: PipelineConfig, stage
     n_ok = len(results) - len(skipped)
     if n_ok == 0:
         raise InputError("no usable case (all skipped)")
+    kept = {case for case, reason in results if not reason}
+    for d in (s1, s2):
+        _remove_stale_cases(d, kept, file_ending)
     generate_dataset_json(str(s1), {0: "CT"}, {"background": 0, "pancreas": 1}, n_ok, file_ending,
                           dataset_name=s1.name, description="PANORAMA stage 1: pancreas at 4.5 x 4.5 x 9 mm")
     generate_dataset_json(str(s2), {0: "CT"}, PANORAMA_LABELS, n_ok, file_ending, dataset_name=s2.name,

@@ -4,6 +4,7 @@ smoke run of every custom trainer through nnU-Net's training machinery with nnUN
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -105,3 +106,23 @@ def test_each_custom_trainer_trains_a_few_iterations(prepared):
         # the AdamW twins start at lr 1e-3; the SGD trainers at nnU-Net's 1e-2
         first_lr = float(re.search(r"Current learning rate: (\S+)", log).group(1))
         assert first_lr == (1e-3 if trainer.endswith("_Adam1en3") else 1e-2)
+
+
+def test_prepare_again_with_fewer_cases_leaves_no_stale_case(prepared, tmp_path):
+    r, root, env, phantoms = prepared
+    assert r.returncode == 0
+    out = tmp_path / "raw"
+    shutil.copytree(root / "raw", out)  # an earlier run's 5 cases
+    subset = tmp_path / "subset"
+    for sub in ("imagesTr", "labelsTr"):
+        (subset / sub).mkdir(parents=True)
+    for case in ("ph21_00000", "ph21_00001"):
+        os.symlink(phantoms / "imagesTr" / f"{case}_0000.nii.gz", subset / "imagesTr" / f"{case}_0000.nii.gz")
+        os.symlink(phantoms / "labelsTr" / f"{case}.nii.gz", subset / "labelsTr" / f"{case}.nii.gz")
+    r = pdac("prepare", "--images", str(subset / "imagesTr"), "--labels", str(subset / "labelsTr"),
+             "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    for d in out.iterdir():
+        assert json.loads((d / "dataset.json").read_text())["numTraining"] == 2
+        assert sorted(p.name for p in (d / "labelsTr").iterdir()) == ["ph21_00000.nii.gz", "ph21_00001.nii.gz"]
+        assert len(list((d / "imagesTr").iterdir())) == 2
