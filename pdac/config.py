@@ -24,7 +24,10 @@ class ModelConfig:
     folds: tuple[int, ...] = ()
     checkpoints: tuple[str, ...] = ("checkpoint_final.pth",)
     tile_step_size: float = 0.5
-    tta: bool = False
+    tta: bool | str = False  # mirroring; "auto": on with CUDA, off on the CPU
+
+    def mirroring_on(self, device_type: str) -> bool:
+        return self.tta if isinstance(self.tta, bool) else device_type == "cuda"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class CropConfig:
 class Stage2Config(ModelConfig):
     model: str = "lesion"
     checkpoints: tuple[str, ...] = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
-    tta: bool = True
+    tta: bool | str = "auto"
     lesion_channel: int = 1
 
 
@@ -78,6 +81,12 @@ class PipelineConfig:
 def _coerce(section: str, key: str, value: Any, template: Any) -> Any:
     """Convert a TOML/CLI value to the type of the dataclass default it replaces."""
     where = f"{section}.{key}"
+    if key == "tta":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise UsageError(f"config {where}: expected true, false or \"auto\", got {value!r}")
     if isinstance(value, str) and not isinstance(template, str):
         try:
             value = json.loads(value)

@@ -121,8 +121,8 @@ the added cross-entropy keeps the outputs graded while the FP-heavy Tversky term
 0.3) penalises false positives. The `_Adam1en3` suffix: nnU-Net's AdamW (lr 1e-3) instead of SGD, because
 within a CPU budget of a few thousand iterations SGD had not found the lesion class (see the README)."""
     b = summary.get("budget") or {}
-    budget = (f"Budget: stage 1 {b['stage1_epochs']} epochs, stage 2 {b['stage2_epochs']} epochs, "
-              f"{b['iterations']} iterations each" if b else "")
+    budget = (f"Budget: stage 1 {b['stage1_epochs']} epochs x {b['stage1_iterations']} iterations, stage 2 "
+              f"{b['stage2_epochs']} epochs x {b['stage2_iterations']} iterations" if b else "")
     secs = summary.get("training_seconds") or {}
     if secs:
         budget += " (measured training time on this machine: " + ", ".join(

@@ -60,13 +60,13 @@ def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
             training.preprocess(dataset_id, tiny)
 
 
-def train_models(work: Path, stage1_epochs: int, stage2_epochs: int, iterations: int, trainers) -> None:
+def train_models(work: Path, budget: dict, trainers) -> None:
     from pdac import training
 
     results = Path(os.environ["nnUNet_results"])
-    jobs = [(STAGE1_ID, "all", "nnUNetTrainer", STAGE1_PLANS, stage1_epochs)]
-    jobs += [(STAGE2_ID, 0, t, STAGE2_PLANS, stage2_epochs) for t in trainers]
-    for dataset_id, fold, trainer, plans, epochs in jobs:
+    jobs = [(STAGE1_ID, "all", "nnUNetTrainer", STAGE1_PLANS, budget["stage1_epochs"], budget["stage1_iterations"])]
+    jobs += [(STAGE2_ID, 0, t, STAGE2_PLANS, budget["stage2_epochs"], budget["stage2_iterations"]) for t in trainers]
+    for dataset_id, fold, trainer, plans, epochs, iterations in jobs:
         pattern = f"Dataset{dataset_id}_*/{trainer}__{plans}__3d_fullres/fold_{fold}/checkpoint_final.pth"
         done = list(results.glob(pattern))
         if done:
@@ -89,9 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "weights")
     p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--n-heldout", type=int, default=24)
-    p.add_argument("--stage1-epochs", type=int, default=50)
+    p.add_argument("--stage1-epochs", type=int, default=60)
+    p.add_argument("--stage1-iterations", type=int, default=25, help="stage-1 iterations per epoch")
     p.add_argument("--stage2-epochs", type=int, default=200)
-    p.add_argument("--iterations", type=int, default=30, help="iterations per epoch")
+    p.add_argument("--stage2-iterations", type=int, default=30, help="stage-2 iterations per epoch")
     p.add_argument("--trainers", nargs="+", default=list(CANDIDATE_TRAINERS))
     p.add_argument("--until", choices=["data", "train", "all"], default="all")
     args = p.parse_args(argv)
@@ -101,14 +102,13 @@ def main(argv=None) -> int:
     data_and_plans(args.work, args.n_train, args.n_heldout)
     if args.until == "data":
         return 0
-    train_models(args.work, args.stage1_epochs, args.stage2_epochs, args.iterations, args.trainers)
+    budget = {k: getattr(args, k) for k in ("stage1_epochs", "stage1_iterations", "stage2_epochs", "stage2_iterations")}
+    train_models(args.work, budget, args.trainers)
     if args.until == "train":
         return 0
     from pdac.demo_export import select_and_export
 
-    select_and_export(args.work, args.out, args.trainers, {"stage1_epochs": args.stage1_epochs,
-                                                           "stage2_epochs": args.stage2_epochs,
-                                                           "iterations": args.iterations})
+    select_and_export(args.work, args.out, args.trainers, budget)
     return 0
 
 

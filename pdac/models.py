@@ -116,7 +116,7 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     predictor = nnUNetPredictor(
         tile_step_size=cfg.tile_step_size,
         use_gaussian=True,
-        use_mirroring=cfg.tta,
+        use_mirroring=cfg.mirroring_on(device.type),
         perform_everything_on_device=device.type == "cuda",
         device=device,
         verbose=False,
@@ -125,8 +125,9 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     )
     predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
                                     trainer_name or "nnUNetTrainer", mirror_axes)
+    mirroring = cfg.mirroring_on(device.type) and bool(mirror_axes)
     log.info("loaded %s: %s, folds %s, %s, TTA %s", folder.name, configuration_manager.network_arch_class_name
-             .rsplit(".", 1)[-1], ",".join(folds), device, "on" if cfg.tta and mirror_axes else "off")
+             .rsplit(".", 1)[-1], ",".join(folds), device, "on" if mirroring else "off")
     return Model(folder.name, predictor, folds)
 
 
