@@ -49,6 +49,7 @@ def heldout_metrics(weights: Path, heldout: Path) -> dict:
     from pdac.pipeline import Pipeline
 
     pipeline = Pipeline(load_config(), weights=str(weights))
+    tta = pipeline.config.stage2.mirroring_on(pipeline.device.type)
     detections, labels, likelihoods = {}, {}, {}
     for image_path in tqdm(sorted((heldout / "imagesTr").iterdir()), desc=f"held-out {weights.name}", unit="case"):
         case = case_id(image_path)
@@ -58,7 +59,7 @@ def heldout_metrics(weights: Path, heldout: Path) -> dict:
         labels[case] = sitk.GetArrayFromImage(sitk.ReadImage(str(heldout / "labelsTr" / f"{case}.nii.gz")))
     m = evaluate_arrays(detections, labels, likelihoods, name=weights.name).metrics
     return {"cases": len(detections), "positives": int(sum(m.case_target.values())), "auroc": round(float(m.auroc), 4),
-            "ap": round(float(m.AP), 4), "score": round(float((m.auroc + m.AP) / 2), 4)}
+            "ap": round(float(m.AP), 4), "score": round(float((m.auroc + m.AP) / 2), 4), "tta": tta}
 
 
 def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict | None = None) -> dict:
@@ -87,7 +88,6 @@ def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict |
         if (out / sub).exists():
             shutil.rmtree(out / sub)
         shutil.copytree(work / "candidates" / best / sub, out / sub)
-    write_manifest(out)
     timings = work / "training_seconds.json"
     summary = {"synthetic": True, "selected_trainer": best, "candidates": candidates,
                "heldout_seed": 2, "train_seed": 1, "budget": budget or {},
@@ -95,6 +95,7 @@ def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict |
                "config": dataclasses.asdict(config)}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "README.md").write_text(weights_readme(summary))
+    write_manifest(out)  # last: it hashes every file in the folder
     log.info("demo weights: %s (held-out %s)", best, candidates[best]["heldout"])
     return summary
 
@@ -143,7 +144,8 @@ Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {s
 ## Held-out result (synthetic)
 
 {h['cases']} held-out phantoms ({h['positives']} with PDAC, seed {summary['heldout_seed']}), full pipeline with
-the default configuration, picai_eval (IoU >= 0.1 on label 1), patient AUROC from the likelihoods:
+the default configuration (stage-2 TTA {"on" if h.get("tta") else "off"}), picai_eval (IoU >= 0.1 on label 1),
+patient AUROC from the likelihoods:
 
 | lesion trainer | checkpoint | validation score | held-out AUROC | held-out AP | held-out score |
 |---|---|---|---|---|---|
