@@ -24,16 +24,27 @@ class Lesion:
 def candidates(probability: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarray, np.ndarray]:
     """(detection map, indexed candidates) from a probability map with report_guided_annotation's
     dynamic threshold (peak / factor). Every candidate is constant, as picai_eval requires."""
-    if not np.any(probability > 0):
-        return np.zeros_like(probability, dtype=np.float32), np.zeros(probability.shape, dtype=np.int32)
-    detection, _, indexed = extract_lesion_candidates(
-        probability.astype(np.float32),
+    from scipy import ndimage
+
+    detection = np.zeros(probability.shape, dtype=np.float32)
+    indexed = np.zeros(probability.shape, dtype=np.int32)
+    positive = probability > 0
+    if not positive.any():
+        return detection, indexed
+    # Only the bounding box of the positive voxels (after pancreas masking, a small part of the crop):
+    # candidates are thresholded at peak / factor > 0, so nothing outside it can change the result, and
+    # the extraction's cost grows with the array size times the number of thresholded components.
+    box = ndimage.find_objects(positive.astype(np.int8))[0]
+    det_box, _, idx_box = extract_lesion_candidates(
+        probability[box].astype(np.float32),
         threshold="dynamic",
         num_lesions_to_extract=cfg.num_lesions_to_extract,
         min_voxels_detection=cfg.min_voxels_detection,
         dynamic_threshold_factor=cfg.dynamic_threshold_factor,
     )
-    return detection.astype(np.float32), indexed.astype(np.int32)
+    detection[box] = det_box
+    indexed[box] = idx_box
+    return detection, indexed
 
 
 def lesion_list(detection: np.ndarray, grid: sitk.Image, offset_xyz=(0, 0, 0)) -> list[Lesion]:
