@@ -126,7 +126,8 @@ def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_rss_gb": _peak_rss_gb()}
 
 
-def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
+def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.Image:
+    """The detection map the baseline-style way (subprocesses, files); the unoptimised reference."""
     from pdac.detection import candidates
     from pdac.geometry import centred_region, copy_geometry, crop, crop_region_around_mask, paste, resample_to_spacing
     from pdac.io import read_image
@@ -141,7 +142,6 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
         tmp = Path(tmp)
         for sub in ("s1_in", "s1_out", "s2_in", "s2_out"):
             (tmp / sub).mkdir()
-        t0 = time.perf_counter()
         scan = read_image(scan_path)
         low = resample_to_spacing(scan, config.stage1.spacing_mm, default_value=-1024.0)
         sitk.WriteImage(low, str(tmp / "s1_in" / "case_0000.nii.gz"))
@@ -152,7 +152,7 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
             cmd = [tool, "-i", str(tmp / f"{stage}_in"), "-o", str(tmp / f"{stage}_out"),
                    "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", chosen[0][1].name,
                    "-device", "cpu", "-npp", "1", "-nps", "1",
-                   "--disable_progress_bar", *([] if cfg.tta else ["--disable_tta"]), *extra]
+                   "--disable_progress_bar", *([] if cfg.mirroring_on("cpu") else ["--disable_tta"]), *extra]
             subprocess.run(cmd, check=True, env=env, capture_output=True)
 
         predict("s1", config.stage1, [])
@@ -169,8 +169,13 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
         if config.detection.mask_to_pancreas and found:
             probability *= dilated_pancreas_on(roi, seg_img, seg, config.detection.pancreas_dilation_mm)
         detection, _ = candidates(probability, config.detection)
-        full = copy_geometry(paste(detection, region, scan.GetSize()[::-1]), scan)
-        seconds = time.perf_counter() - t0
+        return copy_geometry(paste(detection, region, scan.GetSize()[::-1]), scan)
+
+
+def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
+    t0 = time.perf_counter()
+    full = baseline_style_map(scan_path, weights, overrides)
+    seconds = time.perf_counter() - t0
     return {"seconds": seconds, "likelihood": float(sitk.GetArrayViewFromImage(full).max()),
             "peak_rss_gb": max(_peak_rss_gb(), _peak_rss_gb(children=True))}
 
