@@ -113,10 +113,11 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     except RuntimeError as e:
         msg = re.sub(r"\s+", " ", str(e))[:200]
         raise WeightsError(f"{folder}: checkpoint does not match plans.json ({msg})") from None
+    mirroring = cfg.mirroring_on(device.type)
     predictor = nnUNetPredictor(
         tile_step_size=cfg.tile_step_size,
         use_gaussian=True,
-        use_mirroring=cfg.mirroring_on(device.type),
+        use_mirroring=mirroring,
         perform_everything_on_device=device.type == "cuda",
         device=device,
         verbose=False,
@@ -125,9 +126,8 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     )
     predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
                                     trainer_name or "nnUNetTrainer", mirror_axes)
-    mirroring = cfg.mirroring_on(device.type) and bool(mirror_axes)
     log.info("loaded %s: %s, folds %s, %s, TTA %s", folder.name, configuration_manager.network_arch_class_name
-             .rsplit(".", 1)[-1], ",".join(folds), device, "on" if mirroring else "off")
+             .rsplit(".", 1)[-1], ",".join(folds), device, "on" if mirroring and mirror_axes else "off")
     return Model(folder.name, predictor, folds)
 
 
