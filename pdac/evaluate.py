@@ -330,6 +330,13 @@ class SetResult:
             return math.nan
         return float(self.metrics.calc_AP(subject_list=subject_list))
 
+    def fp_per_case_of(self, subject_list: Sequence[str] | None = None) -> float:
+        """False-positive candidates per case with every candidate kept (the detection maps as they are): the
+        FROC's last operating point."""
+        subject_list = self.subjects if subject_list is None else subject_list
+        fp = [sum(1 for e in self.metrics.lesion_results[c] if not e[0] and e[1] > 0) for c in subject_list]
+        return float(np.mean(fp)) if fp else math.nan
+
     @property
     def auroc(self) -> float:
         return self.auroc_of()
@@ -341,6 +348,10 @@ class SetResult:
     @property
     def score(self) -> float:
         return (self.auroc + self.ap) / 2
+
+    @property
+    def fp_per_case(self) -> float:
+        return self.fp_per_case_of()
 
     def froc(self) -> Froc:
         return froc_from_lesion_results(self.metrics.lesion_results, self.subjects)
@@ -497,21 +508,25 @@ def _p_two_sided(diffs: np.ndarray) -> float | None:
     return float(min(1.0, 2 * min(low, high)))
 
 
+BOOTSTRAPPED = ("auroc", "ap", "score", "fp_per_case")
+
+
 def bootstrap(results: Sequence[SetResult], n: int = 1000, seed: int | None = 0) -> dict:
-    """95% CIs of AUROC, AP and score per set, and paired comparisons of every set against the first one
-    (the same resampled cases for all sets)."""
+    """95% CIs of AUROC, AP, score and false positives per case for each set, and paired comparisons of every
+    set against the first one (the same resampled cases for all sets)."""
     ref = results[0]
     samples = bootstrap_samples(ref.metrics.case_target, n, seed)
     values = []
     for r in results:
         auroc = np.array([r.auroc_of(s) for s in samples])
         ap = np.array([r.ap_of(s) for s in samples])
-        values.append({"auroc": auroc, "ap": ap, "score": (auroc + ap) / 2})
-    cis = [{k: _ci(v[k]) for k in ("auroc", "ap", "score")} for v in values]
+        fp = np.array([r.fp_per_case_of(s) for s in samples])
+        values.append({"auroc": auroc, "ap": ap, "score": (auroc + ap) / 2, "fp_per_case": fp})
+    cis = [{k: _ci(v[k]) for k in BOOTSTRAPPED} for v in values]
     comparisons = []
     for r, v in zip(results[1:], values[1:], strict=True):
         comp: dict = {"set": r.name, "reference": ref.name}
-        for k in ("auroc", "ap", "score"):
+        for k in BOOTSTRAPPED:
             diffs = v[k] - values[0][k]
             comp[f"delta_{k}"] = getattr(r, k) - getattr(ref, k)
             comp[f"delta_{k}_ci"] = _ci(diffs)
@@ -555,7 +570,8 @@ def set_summary(r: SetResult, ci: dict | None) -> dict:
         "auroc": r.auroc,
         "ap": r.ap,
         "score": r.score,
-        "ci95": ci or {"auroc": None, "ap": None, "score": None},
+        "fp_per_case": r.fp_per_case,
+        "ci95": ci or dict.fromkeys(BOOTSTRAPPED),
         "sensitivity_at_fp_per_case": {_key(x): froc.sensitivity_at(x) for x in FP_PER_CASE_TARGETS},
         "fp_per_case_at_sensitivity": {_key(s): froc.fp_per_case_at(s) for s in SENSITIVITY_TARGETS},
         "dice_mean_positive": r.dice_mean,
@@ -573,8 +589,10 @@ def set_summary(r: SetResult, ci: dict | None) -> dict:
 def _fmt(v, ci=None, digits=3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
-    s = f"{v:.{digits}f}"
-    return f"{s} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else s
+    def text(x: float) -> str:
+        return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+
+    return f"{text(v)} [{text(ci[0])}, {text(ci[1])}]" if ci else text(v)
 
 
 def _fmt_p(p) -> str:
@@ -600,18 +618,21 @@ def summary_markdown(data: dict) -> str:
     rows += [(f"FP/case @ {float(k):.0%} sensitivity",
               lambda s, k=k: _fmt(s["fp_per_case_at_sensitivity"][k]) if s["fp_per_case_at_sensitivity"][k]
               is not None or not s["num_lesions"] else "not reached") for k in map(_key, SENSITIVITY_TARGETS)]
-    rows += [("lesion Dice (mean, positive cases)", lambda s: _fmt(s["dice_mean_positive"])),
+    rows += [("FP/case, all candidates kept", lambda s: _fmt(s["fp_per_case"], s["ci95"]["fp_per_case"])),
+             ("lesion Dice (mean, positive cases)", lambda s: _fmt(s["dice_mean_positive"])),
              ("patient prediction", lambda s: s["case_prediction"])]
     for title, cell in rows:
         lines.append(f"| {title} | " + " | ".join(cell(s) for s in sets) + " |")
     if data["comparisons"]:
         lines += ["", f"Paired bootstrap vs {sets[0]['name']} (two-sided p, same resampled cases):", "",
-                  "| set | ΔAUROC [95% CI] | p (AUROC) | ΔAP [95% CI] | p (AP) | Δscore | p (score) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| set | ΔAUROC [95% CI] | p (AUROC) | ΔAP [95% CI] | p (AP) | Δscore | p (score) "
+                  "| ΔFP/case [95% CI] | p (FP/case) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for c in data["comparisons"]:
             lines.append(f"| {c['set']} | {_fmt(c['delta_auroc'], c['delta_auroc_ci'])} | {_fmt_p(c['p_auroc'])} | "
                          f"{_fmt(c['delta_ap'], c['delta_ap_ci'])} | {_fmt_p(c['p_ap'])} | "
-                         f"{_fmt(c['delta_score'])} | {_fmt_p(c['p_score'])} |")
+                         f"{_fmt(c['delta_score'])} | {_fmt_p(c['p_score'])} | "
+                         f"{_fmt(c['delta_fp_per_case'], c['delta_fp_per_case_ci'])} | {_fmt_p(c['p_fp_per_case'])} |")
     return "\n".join(lines) + "\n"
 
 

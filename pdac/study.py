@@ -150,14 +150,26 @@ def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: 
 
     config = load_config(overrides={"stage2": {"tta": settings.tta}})
     arms = arms_for(settings.optimizer)
+    # Seconds per arm and step, kept in the work folder so that a resumed study still reports them.
+    timing_file = work / "seconds.json"
+    seconds = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+
+    def timed(key: str, step):
+        t0 = time.time()
+        result = step()
+        seconds[key] = round(time.time() - t0)
+        timing_file.write_text(json.dumps(seconds, indent=1) + "\n")
+        return result
+
     detections, names = [], []
     for name, trainer in arms.items():
         model = next(iter(results.glob(f"Dataset{STAGE2_ID}_*/{trainer}__{PLANS}__3d_fullres")), None)
         if model is None or not (model / f"fold_{settings.fold}" / "checkpoint_final.pth").exists():
             training.seed_everything(settings.training_seed)
-            model = training.train(str(STAGE2_ID), settings.fold, trainer, PLANS, epochs=settings.epochs,
-                                   iterations=settings.iterations, val_iterations=max(1, settings.iterations // 5),
-                                   validate=False).parent
+            model = timed(f"train {trainer}", lambda trainer=trainer: training.train(
+                str(STAGE2_ID), settings.fold, trainer, PLANS, epochs=settings.epochs,
+                iterations=settings.iterations, val_iterations=max(1, settings.iterations // 5),
+                validate=False)).parent
         weights = work / "weights" / trainer
         if not (weights / "manifest.json").exists():
             shutil.copytree(pancreas_weights, weights / "pancreas", dirs_exist_ok=True)
@@ -166,44 +178,89 @@ def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: 
             write_manifest(weights)
         det_dir = work / "detections" / trainer
         if not (det_dir / "pdac-likelihood.json").exists():
-            detect_batch([str(test_images)], det_dir, config, str(weights))
+            timed(f"detect {trainer}", lambda det_dir=det_dir, weights=weights: detect_batch(
+                [str(test_images)], det_dir, config, str(weights)))
         detections.append(det_dir)
         names.append(name)
     report = run_evaluation(detections, test_labels, out, [d / "pdac-likelihood.json" for d in detections], names,
                             n_bootstrap=1000, seed=settings.training_seed)
     record = {"synthetic": images is None, "settings": dataclasses.asdict(settings), "arms": arms,
               "versions": _versions(), "command": " ".join(["pdac", *sys.argv[1:]]) or "pdac study",
-              "minutes": round((time.time() - t_start) / 60, 1)}
+              "minutes": round((time.time() - t_start) / 60, 1), "seconds": seconds}
     (out / "study.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "README.md").write_text(study_markdown(report.data, report.summary, record))
     return {"report": report.data, "record": record}
 
 
+def fp_at_matched_sensitivity(a: dict, b: dict, target: float = 0.8) -> tuple[float, float, float] | None:
+    """(sensitivity, FP/case of a, FP/case of b) read off two sets' FROC curves at `target` lesion sensitivity
+    or, when one set never reaches it, at the highest sensitivity both reach; None when one finds no lesion."""
+    def curve(s: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(s["froc"]["sensitivity"], dtype=float), np.asarray(s["froc"]["fp_per_case"], dtype=float))
+
+    reach = min(float(np.nanmax(curve(s)[0], initial=0.0)) for s in (a, b))
+    sensitivity = min(target, reach)
+    if sensitivity <= 0:
+        return None
+
+    def fp_at(s: dict) -> float:
+        sens, fp = curve(s)
+        return float(fp[sens >= sensitivity - 1e-12].min())
+
+    return sensitivity, fp_at(a), fp_at(b)
+
+
 def conclusion(data: dict) -> str:
     """A conclusion written only from the measured numbers (CE is the first set, the reference)."""
-    sets = {s["name"]: s for s in data["sets"]}
     ce = data["sets"][0]
-    lines = []
+    sets = {s["name"]: s for s in data["sets"]}
+    lines, fewer, more, fewer_matched = [], [], [], []
     for comp in data.get("comparisons", []):
         other = sets[comp["set"]]
-        fp80 = (ce["fp_per_case_at_sensitivity"].get("0.8"), other["fp_per_case_at_sensitivity"].get("0.8"))
-        fp_txt = (f"FP/case at 80% sensitivity {fp80[1]:.2f} vs {fp80[0]:.2f}" if None not in fp80
-                  else "80% lesion sensitivity not reached by both")
-        sig = [m for m in ("auroc", "ap") if comp.get(f"p_{m}") is not None and comp[f"p_{m}"] < 0.05]
+        matched = fp_at_matched_sensitivity(ce, other)
+        matched_txt = ("no lesion found by one of them" if matched is None else
+                       f"at {matched[0]:.0%} lesion sensitivity {matched[2]:.2f} vs {matched[1]:.2f} FP/case")
+        if matched is not None and matched[2] < matched[1]:
+            fewer_matched.append(comp["set"])
+        p_fp = comp.get("p_fp_per_case")
+        if p_fp is not None and p_fp < 0.05:
+            (fewer if comp["delta_fp_per_case"] < 0 else more).append(comp["set"])
+        sig = [m for m in ("auroc", "ap", "fp_per_case") if comp.get(f"p_{m}") is not None and comp[f"p_{m}"] < 0.05]
         lines.append(f"- {comp['set']} vs {ce['name']}: AUROC {_signed(comp.get('delta_auroc'))} "
                      f"(p = {_p(comp.get('p_auroc'))}), AP {_signed(comp.get('delta_ap'))} "
-                     f"(p = {_p(comp.get('p_ap'))}); {fp_txt}. "
-                     + (f"Significant at 0.05: {', '.join(m.upper() for m in sig)}." if sig
+                     f"(p = {_p(comp.get('p_ap'))}); false-positive candidates per case "
+                     f"{_num(other.get('fp_per_case'))} vs {_num(ce.get('fp_per_case'))} "
+                     f"(p = {_p(p_fp)}); {matched_txt}. "
+                     + (f"Significant at 0.05: {', '.join(METRIC_NAMES[m] for m in sig)}." if sig
                         else "No significant difference at 0.05."))
-    fewer_fp = [s["name"] for s in data["sets"][1:]
-                if None not in (s["fp_per_case_at_sensitivity"].get("0.8"), ce["fp_per_case_at_sensitivity"].get("0.8"))
-                and s["fp_per_case_at_sensitivity"]["0.8"] < ce["fp_per_case_at_sensitivity"]["0.8"]]
     lines.append("")
-    lines.append("Answer on this data: " + (
-        f"fewer false positives per case than CE at 80% lesion sensitivity for {', '.join(fewer_fp)}."
-        if fewer_fp
-        else "no Tversky-family loss had fewer false positives per case than CE at 80% lesion sensitivity."))
+    answer = []
+    if fewer:
+        answer.append(f"significantly fewer false-positive candidates per case than CE: {', '.join(fewer)}")
+    if more:
+        answer.append(f"significantly more than CE: {', '.join(more)}")
+    if not fewer and not more:
+        answer.append("no Tversky-family loss changed the false-positive candidates per case significantly "
+                      "(paired bootstrap, 0.05)")
+    answer.append("fewer FP/case than CE at matched lesion sensitivity: "
+                  + (", ".join(fewer_matched) if fewer_matched else "none"))
+    lines.append("Answer on this data: " + "; ".join(answer) + ".")
     return "\n".join(lines)
+
+
+METRIC_NAMES = {"auroc": "AUROC", "ap": "AP", "fp_per_case": "FP/case"}
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _steps(record: dict) -> str:
+    steps = record.get("seconds") or {}
+    if not steps:
+        return ""
+    return "; per step (also from earlier, resumed invocations): " + ", ".join(
+        f"{key} {v / 60:.1f} min" for key, v in steps.items())
 
 
 def _signed(v) -> str:
@@ -226,8 +283,11 @@ cases, seed {s['train_seed']}), fold {s['fold']}, training seed {s['training_see
 {s['iterations']} iterations, optimiser {s['optimizer']}, tiny ResEnc plans; the same stage-1 pancreas model for
 all. Each model runs through the full detection pipeline on {s['n_test']} held-out cases (seed {s['test_seed']});
 picai_eval with IoU >= 0.1 on label 1; 95% CIs and paired two-sided bootstrap p-values (1000 resamples) against CE.
+False positives are counted two ways: candidates per case that match no lesion with every candidate kept (the
+detection maps as they are; bootstrapped), and FP/case on the FROC at matched lesion sensitivity (80%, or the
+highest sensitivity both sets reach).
 
-{summary}
+{summary.replace("# PANORAMA evaluation", "## Held-out evaluation", 1)}
 
 ## Measured differences against CE
 
@@ -241,7 +301,9 @@ Plots: `roc.png`, `pr.png`, `froc.png`. All numbers: `metrics.json`. Settings an
 {record['command']}
 ```
 
-Versions: {", ".join(f"{k} {v}" for k, v in record["versions"].items())}. Took {record['minutes']} min.
+Versions: {", ".join(f"{k} {v}" for k, v in record["versions"].items())}.
+
+Time: {record['minutes']} min for this invocation{_steps(record)}.
 """
 
 

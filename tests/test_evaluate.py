@@ -217,7 +217,8 @@ def test_froc_auroc_ap_dice_by_hand_cli(tmp_path):
     dice = {c: s["cases"][c]["dice"] for c in "ABCD"}
     assert dice == pytest.approx({"A": 108 / 135, "B": 1.0, "C": 18 / 63, "D": None})
     assert s["dice_mean_positive"] == pytest.approx((108 / 135 + 1 + 18 / 63) / 3)
-    assert s["ci95"] == {"auroc": None, "ap": None, "score": None}
+    assert s["fp_per_case"] == pytest.approx(3 / 4)  # A .5, D .6 and .35: every candidate kept
+    assert s["ci95"] == {"auroc": None, "ap": None, "score": None, "fp_per_case": None}
     summary = (root / "report" / "summary.md").read_text()
     assert "| AUROC (patient) | 0.667 |" in summary and "not reached" in summary
 
@@ -249,14 +250,14 @@ def test_ci_seeded_and_degenerate_perfect_set():
     assert perfect.auroc == 1.0 and perfect.ap == 1.0
     boot = bootstrap([perfect], n=100, seed=3)
     assert boot["n_resamples"] == 100
-    assert boot["ci"][0] == {"auroc": [1.0, 1.0], "ap": [1.0, 1.0], "score": [1.0, 1.0]}
+    assert boot["ci"][0] == {"auroc": [1.0, 1.0], "ap": [1.0, 1.0], "score": [1.0, 1.0], "fp_per_case": [0.0, 0.0]}
 
     dets["c0"] = np.zeros(SHAPE, np.float32)  # one missed lesion: no longer perfect
     cube(dets["c4"], *SLOTS[5], 0.7)  # one false positive above some true ones
     imperfect = evaluate_arrays(dets, labels)
     a, b, c = (bootstrap([imperfect], n=100, seed=s)["ci"][0] for s in (3, 3, 4))
     assert a == b and a != c  # seeded
-    for k in ("auroc", "ap", "score"):
+    for k in ("auroc", "ap", "score", "fp_per_case"):
         assert a[k][0] <= getattr(imperfect, k) <= a[k][1]
 
 
@@ -425,3 +426,34 @@ def test_paired_bootstrap_p_values():
     assert comp["p_auroc"] == pytest.approx(expected)
     assert comp["delta_auroc"] == pytest.approx(b.auroc - a.auroc) and comp["delta_auroc"] < 0
     assert comp["delta_auroc_ci"] == pytest.approx(list(np.percentile(diffs, [2.5, 97.5])))
+    # false positives per case: "good" puts its cube on the lesion, "noisy" too, so both have one FP per
+    # negative case; the paired differences are all zero
+    assert a.fp_per_case == pytest.approx(0.5) and b.fp_per_case == pytest.approx(0.5)
+    assert comp["delta_fp_per_case"] == 0 and comp["p_fp_per_case"] == 1.0
+
+
+def test_fp_per_case_bootstrap_by_hand():
+    """Set "fewer" drops the false positive of every negative case: ΔFP/case = -1 on every resample."""
+    from pdac.evaluate import _fmt, bootstrap, bootstrap_samples, evaluate_arrays
+
+    labels, many, fewer = {}, {}, {}
+    for i in range(8):
+        label, m, f = (np.zeros(SHAPE, np.uint8) for _ in range(3))
+        m, f = m.astype(np.float32), f.astype(np.float32)
+        if i % 2:
+            cube(label, *SLOTS[0], 1)
+            cube(m, *SLOTS[0], 0.8)
+            cube(f, *SLOTS[0], 0.8)
+        else:
+            cube(m, *SLOTS[1], 0.5)
+        labels[f"c{i}"], many[f"c{i}"], fewer[f"c{i}"] = label, m, f
+    a, b = evaluate_arrays(many, labels, name="many"), evaluate_arrays(fewer, labels, name="fewer")
+    assert (a.fp_per_case, b.fp_per_case) == (0.5, 0.0)
+    boot = bootstrap([a, b], n=100, seed=3)
+    samples = bootstrap_samples(a.metrics.case_target, 100, seed=3)
+    expected = [-np.mean([int(c[1:]) % 2 == 0 for c in s]) for s in samples]  # minus the negatives' share
+    comp = boot["comparisons"][0]
+    assert comp["delta_fp_per_case"] == -0.5
+    assert comp["delta_fp_per_case_ci"] == pytest.approx(list(np.percentile(expected, [2.5, 97.5])))
+    assert comp["p_fp_per_case"] == pytest.approx(2 / 101)  # every resampled difference < 0
+    assert _fmt(-0.0) == "0.000" and _fmt(-1e-9, [-1e-9, 0.5]) == "0.000 [0.000, 0.500]"
