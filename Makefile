@@ -43,7 +43,7 @@ test-slow: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-## Retrain the demo weights from synthetic phantoms on the CPU (about 65-70 min on 2 cores, estimated from its timed parts).
+## Retrain the demo weights from synthetic phantoms on the CPU (about 50 min on 2 idle cores, measured).
 demo-weights: $(STAMP)
 	$(PY) -m pdac.demo_weights
 

@@ -23,6 +23,10 @@ STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
 # The lesion trainer(s) to train and compare on the held-out phantoms; pass several with --trainers to
 # let the held-out score pick (each adds about 45 minutes on 2 cores). AdamW twin: see the trainers module.
 CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss_Adam1en3",)
+# nnU-Net's own AdamW trainer for stage 1 too: with its SGD, 60 x 25 iterations gave pancreas pseudo-Dice
+# 0.88 in one run and 0.00 in the next (no pancreas found on any held-out phantom).
+STAGE1_TRAINER = "nnUNetTrainerAdam1en3"
+TRAINING_SEED = 12345  # fixes initialisation and sampling; CPU training still varies run to run
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 
 
@@ -64,7 +68,7 @@ def train_models(work: Path, budget: dict, trainers) -> None:
     from pdac import training
 
     results = Path(os.environ["nnUNet_results"])
-    jobs = [(STAGE1_ID, "all", "nnUNetTrainer", STAGE1_PLANS, budget["stage1_epochs"], budget["stage1_iterations"])]
+    jobs = [(STAGE1_ID, "all", STAGE1_TRAINER, STAGE1_PLANS, budget["stage1_epochs"], budget["stage1_iterations"])]
     jobs += [(STAGE2_ID, 0, t, STAGE2_PLANS, budget["stage2_epochs"], budget["stage2_iterations"]) for t in trainers]
     for dataset_id, fold, trainer, plans, epochs, iterations in jobs:
         pattern = f"Dataset{dataset_id}_*/{trainer}__{plans}__3d_fullres/fold_{fold}/checkpoint_final.pth"
@@ -73,6 +77,7 @@ def train_models(work: Path, budget: dict, trainers) -> None:
             log.info("already trained: %s", done[0].parent)
             continue
         t0 = time.time()
+        training.seed_everything(TRAINING_SEED)
         training.train(str(dataset_id), fold, trainer, plans, epochs=epochs, iterations=iterations,
                        val_iterations=5, snapshot_every=max(1, epochs // 6), validate=False)
         seconds = time.time() - t0
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-heldout", type=int, default=24)
     p.add_argument("--stage1-epochs", type=int, default=60)
     p.add_argument("--stage1-iterations", type=int, default=25, help="stage-1 iterations per epoch")
-    p.add_argument("--stage2-epochs", type=int, default=200)
+    p.add_argument("--stage2-epochs", type=int, default=150)
     p.add_argument("--stage2-iterations", type=int, default=30, help="stage-2 iterations per epoch")
     p.add_argument("--trainers", nargs="+", default=list(CANDIDATE_TRAINERS))
     p.add_argument("--until", choices=["data", "train", "all"], default="all")
@@ -106,9 +111,13 @@ def main(argv=None) -> int:
     train_models(args.work, budget, args.trainers)
     if args.until == "train":
         return 0
-    from pdac.demo_export import select_and_export
+    from pdac.demo_export import ExportRefused, select_and_export
 
-    select_and_export(args.work, args.out, args.trainers, budget)
+    try:
+        select_and_export(args.work, args.out, args.trainers, budget)
+    except ExportRefused as e:
+        log.error("not exported: %s", e)
+        return 1
     return 0
 
 
