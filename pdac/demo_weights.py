@@ -21,7 +21,7 @@ log = logging.getLogger("pdac.demo_weights")
 STAGE1_ID, STAGE2_ID = 113, 114
 STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
 # The lesion trainer(s) to train and compare on the held-out phantoms; pass several with --trainers to
-# let the held-out score pick (each adds about 45 minutes on 2 cores). AdamW twin: see the trainers module.
+# let the held-out score pick (each adds about 40 minutes on 2 cores). AdamW twin: see the trainers module.
 CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss_Adam1en3",)
 # nnU-Net's own AdamW trainer for stage 1 too: with its SGD, 60 x 25 iterations gave pancreas pseudo-Dice
 # 0.88 in one run and 0.00 in the next (no pancreas found on any held-out phantom).

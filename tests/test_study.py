@@ -25,3 +25,27 @@ def test_quick_study_trains_every_arm_and_compares_them(tmp_path):
     assert record["settings"]["optimizer"] == "adam" and record["arms"] == arms_for("adam")
     for plot in ("roc.png", "pr.png", "froc.png"):
         assert (report / plot).stat().st_size > 5000
+
+
+def test_conclusion_reads_false_positives_from_the_numbers():
+    """Hand-made report: T reaches only 60% sensitivity, so FP/case is compared there (CE 0.3, T 0.2)."""
+    from pdac.study import conclusion, fp_at_matched_sensitivity
+
+    ce = {"name": "CE", "fp_per_case": 0.5,
+          "froc": {"sensitivity": [0.2, 0.4, 0.6, 0.8], "fp_per_case": [0.0, 0.1, 0.3, 0.5]}}
+    t = {"name": "T", "fp_per_case": 0.2, "froc": {"sensitivity": [0.2, 0.6], "fp_per_case": [0.05, 0.2]}}
+    none = {"name": "N", "fp_per_case": 0.0, "froc": {"sensitivity": [], "fp_per_case": []}}
+    assert fp_at_matched_sensitivity(ce, t) == (0.6, 0.3, 0.2)
+    assert fp_at_matched_sensitivity(ce, ce) == (0.8, 0.5, 0.5)
+    assert fp_at_matched_sensitivity(ce, none) is None
+    comp = {"delta_auroc": 0.1, "p_auroc": 0.2, "delta_ap": -0.05, "p_ap": 0.6}
+    data = {"sets": [ce, t, none], "comparisons": [
+        {"set": "T", **comp, "delta_fp_per_case": -0.3, "p_fp_per_case": 0.01},
+        {"set": "N", **comp, "delta_fp_per_case": -0.5, "p_fp_per_case": 0.3}]}
+    text = conclusion(data)
+    assert "at 60% lesion sensitivity 0.20 vs 0.30 FP/case" in text
+    assert "Significant at 0.05: FP/case." in text and "no lesion found by one of them" in text
+    assert "significantly fewer false-positive candidates per case than CE: T;" in text
+    assert "fewer FP/case than CE at matched lesion sensitivity: T." in text
+    data["comparisons"][0]["p_fp_per_case"] = 0.2
+    assert "no Tversky-family loss changed the false-positive candidates per case significantly" in conclusion(data)
