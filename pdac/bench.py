@@ -131,7 +131,7 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
     from pdac.detection import candidates
     from pdac.geometry import centred_region, copy_geometry, crop, crop_region_around_mask, paste, resample_to_spacing
     from pdac.io import read_image
-    from pdac.lesion import dilated_pancreas_on
+    from pdac.lesion import mask_probability
     from pdac.models import fold_checkpoints
     from pdac.trainers import trainers_path
 
@@ -166,8 +166,7 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
         predict("s2", config.stage2, ["--save_probabilities"])
         probabilities = np.load(tmp / "s2_out" / "case.npz")["probabilities"]
         probability = probabilities[config.stage2.lesion_channel].astype(np.float32)
-        if config.detection.mask_to_pancreas and found:
-            probability *= dilated_pancreas_on(roi, seg_img, seg, config.detection.pancreas_dilation_mm)
+        mask_probability(probability, roi, seg_img, seg if found else None, config.detection)
         detection, _ = candidates(probability, config.detection)
         return copy_geometry(paste(detection, region, scan.GetSize()[::-1]), scan)
 

@@ -55,6 +55,7 @@ class Stage2Config(ModelConfig):
 class DetectionConfig:
     mask_to_pancreas: bool = True
     pancreas_dilation_mm: float = 15.0
+    min_tissue_hu: float = -500.0
     dynamic_threshold_factor: float = 2.5
     min_voxels_detection: int = 10
     num_lesions_to_extract: int = 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from pdac.config import DetectionConfig
 from pdac.geometry import resample_like
 from pdac.models import Model, predict_probabilities
 
@@ -22,3 +23,13 @@ def dilated_pancreas_on(crop: sitk.Image, low_grid: sitk.Image, low_mask: np.nda
     if dilation_mm > 0:
         mask = sitk.BinaryDilate(mask, radius, sitk.sitkBall)
     return sitk.GetArrayFromImage(resample_like(mask, crop, sitk.sitkNearestNeighbor)).astype(bool)
+
+
+def mask_probability(probability: np.ndarray, crop: sitk.Image, low_grid: sitk.Image, low_mask: np.ndarray | None,
+                     cfg: DetectionConfig) -> np.ndarray:
+    """Lesion probability kept only on tissue (not air or gas) and, with a stage-1 pancreas (`low_mask` not
+    None), within it dilated by `cfg.pancreas_dilation_mm`. In place; returns `probability`."""
+    probability *= sitk.GetArrayViewFromImage(crop) >= cfg.min_tissue_hu
+    if cfg.mask_to_pancreas and low_mask is not None:
+        probability *= dilated_pancreas_on(crop, low_grid, low_mask, cfg.pancreas_dilation_mm)
+    return probability

@@ -19,7 +19,7 @@ from pdac.detection import Lesion, candidates, lesion_list
 from pdac.errors import InputError
 from pdac.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
 from pdac.io import MAX_VOXELS
-from pdac.lesion import dilated_pancreas_on, lesion_probability
+from pdac.lesion import lesion_probability, mask_probability
 from pdac.models import load_model, resolve_device
 from pdac.pancreas import segment_pancreas
 from pdac.weights import resolve_weights_dir, verify_weights
@@ -101,8 +101,7 @@ class Pipeline:
         roi = crop(scan, region)
         probability = lesion_probability(self.lesion_model, roi, cfg.stage2.lesion_channel)
         lap("stage2")
-        if cfg.detection.mask_to_pancreas and pancreas_found:
-            probability *= dilated_pancreas_on(roi, low_grid, pancreas_mask, cfg.detection.pancreas_dilation_mm)
+        mask_probability(probability, roi, low_grid, pancreas_mask if pancreas_found else None, cfg.detection)
         detection_roi, _ = candidates(probability, cfg.detection)
         lesions = lesion_list(detection_roi, roi, offset_xyz=region.start)
         detection = paste(detection_roi, region, scan.GetSize()[::-1])

@@ -391,7 +391,7 @@ def test_comparison_mode(tmp_path, random_run):
     summary = (out / "summary.md").read_text()
     assert "| metric | base | worse | same |" in summary
     assert "| set | ΔAUROC [95% CI] | p (AUROC) |" in summary
-    assert [line for line in summary.splitlines() if line.startswith("| same |")][0].count("| 1.000 |") == 3
+    assert [line for line in summary.splitlines() if line.startswith("| same |")][0].count("| 1.000 |") == 4  # p values
     assert "| AUROC (patient) |" in result.stdout
     assert all(not math.isnan(s["auroc"]) for s in data["sets"])
 
