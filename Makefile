@@ -43,7 +43,7 @@ test-slow: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-## Retrain the demo weights from synthetic phantoms on the CPU (about 50 min on 2 idle cores, measured).
+## Retrain the demo weights from synthetic phantoms on the CPU (about 51 min on 2 idle cores; see README).
 demo-weights: $(STAMP)
 	$(PY) -m pdac.demo_weights
 
