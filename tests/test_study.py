@@ -4,7 +4,7 @@ import json
 
 from conftest import pdac
 
-from pdac.study import ARMS, arms_for
+from pdac.study import ARMS, arms_for, discriminative_spec
 
 
 def test_quick_study_trains_every_arm_and_compares_them(tmp_path):
@@ -23,6 +23,10 @@ def test_quick_study_trains_every_arm_and_compares_them(tmp_path):
     record = json.loads((report / "study.json").read_text())
     assert record["synthetic"] is True and record["settings"]["epochs"] == 1
     assert record["settings"]["optimizer"] == "adam" and record["arms"] == arms_for("adam")
+    spec = discriminative_spec()  # the benchmark the phantoms were drawn from is on record and in the README
+    assert record["benchmark"]["lesion_diameter_mm"] == list(spec.lesion_diameter_mm)
+    low, high = spec.lesion_diameter_mm
+    assert f"{low:g}-{high:g} mm across" in readme
     for plot in ("roc.png", "pr.png", "froc.png"):
         assert (report / plot).stat().st_size > 5000
 
