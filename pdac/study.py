@@ -49,8 +49,8 @@ class StudySettings:
     train_seed: int = 101
     test_seed: int = 202
     training_seed: int = 12345
-    # 2,800 AdamW iterations per arm (~19 min on 2 cores at ~0.4 s each): the demo lesion model needed
-    # ~1,000 to find PDAC at all (pseudo-Dice 0.84 by ~2,000), and these lesions are smaller and subtler.
+    # 2,800 AdamW iterations per arm (18-21 min on 2 cores, measured): the demo lesion model needed ~1,000 to
+    # find PDAC at all (pseudo-Dice 0.84 by ~2,000); pure CE had not found it by 2,800 in the committed study.
     # Five arms plus the test-set runs take about 2 h, inside the 3 h budget. On the first benchmark
     # (8-25 mm, 12-35 HU) CE and Tversky FP-heavy stayed at chance (AUROC 0.55 / 0.47); on 12-30 mm, 20-50 HU
     # CE's PDAC pseudo-Dice was still 0 after 1,760 iterations, hence discriminative_spec()'s current ranges.
