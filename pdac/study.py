@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pdac.config import REPO_ROOT, load_config
+from pdac.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,12 @@ def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None
     if images is None:
         spec = discriminative_spec()
         for name, n, seed in (("train", s.n_train, s.train_seed), ("test", s.n_test, s.test_seed)):
-            if not (work / name / "truth.json").exists():
+            truth = work / name / "truth.json"
+            if not truth.exists():
                 generate_dataset(work / name, n, seed, spec, previews=2, workers=2, prefix="st")
+            elif json.loads(truth.read_text())["spec"] != json.loads(json.dumps(dataclasses.asdict(spec))):
+                # Resuming would train and score on another benchmark's phantoms under this one's name.
+                raise UsageError(f"{work} holds phantoms from a different benchmark ({truth}); use a new --work")
         return (work / "train" / "imagesTr", work / "train" / "labelsTr", work / "test" / "imagesTr",
                 work / "test" / "labelsTr")
     # Real data: a seeded case-level split into train and held-out test folders (links, no copies).

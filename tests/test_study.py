@@ -53,3 +53,23 @@ def test_conclusion_reads_false_positives_from_the_numbers():
     assert "fewer FP/case than CE at matched lesion sensitivity: T." in text
     data["comparisons"][0]["p_fp_per_case"] = 0.2
     assert "no Tversky-family loss changed the false-positive candidates per case significantly" in conclusion(data)
+
+
+def test_resuming_on_another_benchmarks_phantoms_is_refused(tmp_path):
+    """A work folder whose phantoms were drawn from another spec must not be trained and reported as this one."""
+    import dataclasses
+
+    import pytest
+
+    from pdac.errors import UsageError
+    from pdac.study import StudySettings, _data
+
+    spec = dataclasses.asdict(discriminative_spec())
+    for name in ("train", "test"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "truth.json").write_text(json.dumps({"spec": spec}))
+    assert _data(tmp_path, StudySettings(), None, None)[0] == tmp_path / "train" / "imagesTr"
+    spec["lesion_diameter_mm"] = [8.0, 25.0]
+    (tmp_path / "test" / "truth.json").write_text(json.dumps({"spec": spec}))
+    with pytest.raises(UsageError, match="different benchmark"):
+        _data(tmp_path, StudySettings(), None, None)
