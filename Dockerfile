@@ -68,7 +68,7 @@ USER user
 #    /opt/app/weights (pdac/weights.py). The check runs as the image's user: everything must be
 #    readable, timm/torchvision must stay off the inference path, and /tmp must stay empty.
 COPY . /opt/app/
-RUN python -c "import os, sys, pathlib, nnunetv2, pdac.pipeline, pdac.models, \
+RUN python -c "import os, sys, pathlib, nnunetv2, pdac.infer.pipeline, pdac.infer.models, \
 dynamic_network_architectures.architectures.unet; from pdac.config import load_config; load_config(); \
 unreadable = [str(p) for p in pathlib.Path('/opt/app').rglob('*') if not os.access(p, os.R_OK)]; \
 bad = sorted({m.split('.')[0] for m in sys.modules} & {'timm', 'torchvision'}); \

@@ -45,7 +45,7 @@ lint: $(DEV_STAMP)
 
 ## Retrain the demo weights from synthetic phantoms on the CPU (about 51 min on 2 idle cores; see README).
 demo-weights: $(STAMP)
-	$(PY) -m pdac.demo_weights
+	$(PY) -m pdac.lab.demo_weights
 
 ## Container smoke test (needs docker, or podman + buildah; BASE_IMAGE may point at a local base).
 container-test:

@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        from pdac.io import ensure_writable_dir, read_image, write_image_atomic, write_json_atomic
-        from pdac.pipeline import Pipeline
+        from pdac.infer.io import ensure_writable_dir, read_image, write_image_atomic, write_json_atomic
+        from pdac.infer.pipeline import Pipeline
 
         scan_path = find_scan(args.input)
         scan = read_image(scan_path)

@@ -7,6 +7,8 @@ Exit codes: 0 ok; 1 at least one case failed in `pdac detect`; 2 usage error; 3 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import sys
@@ -42,26 +44,27 @@ def config_from_args(args):
     from pdac.config import load_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
+    option = vars(args).get  # subcommands without the pipeline option group (prepare) lack some of them
     s2 = overrides.setdefault("stage2", {})
-    if args.folds is not None:
+    if option("folds") is not None:
         s2["folds"] = list(args.folds)
-    if args.tta is not None:
+    if option("tta") is not None:
         s2["tta"] = args.tta
-    if args.step is not None:
+    if option("step") is not None:
         if not 0 < args.step <= 1:
             raise UsageError("--step must be in (0, 1]")
         s2["tile_step_size"] = args.step
         overrides.setdefault("stage1", {})["tile_step_size"] = args.step
     rt = overrides.setdefault("runtime", {})
-    if args.device:
+    if option("device"):
         rt["device"] = args.device
-    if args.threads is not None:
+    if option("threads") is not None:
         rt["threads"] = args.threads
     return load_config(args.config, {k: v for k, v in overrides.items() if v})
 
 
 def cmd_detect(args) -> int:
-    from pdac.detect import detect_batch, parse_shard
+    from pdac.infer.batch import detect_batch, parse_shard
 
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
@@ -69,7 +72,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_phantom(args) -> int:
-    from pdac.phantom import PhantomSpec, generate_dataset
+    from pdac.lab.phantom import PhantomSpec, generate_dataset
 
     if args.n < 1:
         raise UsageError("-n must be at least 1")
@@ -82,7 +85,7 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from pdac.prepare import prepare
+    from pdac.train.prepare import prepare
 
     config = config_from_args(args)
     summary = prepare(Path(args.images), Path(args.labels), Path(args.output), config, args.stage1_id,
@@ -93,7 +96,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from pdac import training
+    from pdac.train import training
 
     identifier = training.plan(args.dataset, args.planner, num_processes=args.workers)
     if args.tiny:
@@ -108,7 +111,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pdac import training
+    from pdac.train import training
 
     out = training.train(args.dataset, args.fold, args.trainer, args.plans, epochs=args.epochs,
                          iterations=args.iterations, val_iterations=args.val_iterations,
@@ -119,7 +122,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from pdac.select_checkpoint import select_checkpoint
+    from pdac.train.select_checkpoint import select_checkpoint
 
     result = select_checkpoint(Path(args.model_folder), args.fold, Path(args.raw_dataset), Path(args.splits),
                                config_from_args(args), device=args.device or "cpu")
@@ -128,7 +131,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pdac.evaluate import run_evaluation
+    from pdac.evaluation.evaluate import run_evaluation
 
     report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
                             names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)
@@ -138,23 +141,37 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pdac.bench import main_args
+    from pdac.lab.bench import BenchSettings, run_bench
 
     if args.runs < 1:
         raise UsageError("--runs must be at least 1")
-    return main_args(args)
+    settings = BenchSettings(sizes=tuple(args.sizes or ()), runs=args.runs, weights=args.weights,
+                             folds=tuple(args.folds or ()), tta=args.tta, step=args.step, real_plans=args.real_plans)
+    results, lines = run_bench(settings)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_study(args) -> int:
-    from pdac.study import main_args
+    from pdac.lab.study import StudySettings, run_study
 
     if bool(args.images) != bool(args.labels):
         raise UsageError("--images and --labels go together")
-    return main_args(args)
+    settings = StudySettings.quick() if args.quick else StudySettings()
+    if args.epochs:
+        settings = dataclasses.replace(settings, epochs=args.epochs)
+    # AdamW for the CPU-budget synthetic study; nnU-Net's SGD for real data unless asked otherwise.
+    settings = dataclasses.replace(settings, optimizer=args.optimizer or ("sgd" if args.images else "adam"))
+    pancreas = Path(args.pancreas_weights or Path("weights") / "pancreas")
+    run_study(Path(args.output), Path(args.work), settings, pancreas,
+              Path(args.images) if args.images else None, Path(args.labels) if args.labels else None)
+    return 0
 
 
 def cmd_manifest(args) -> int:
-    from pdac.weights import write_manifest
+    from pdac.infer.weights import write_manifest
 
     manifest = write_manifest(Path(args.weights_dir))
     print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'}")
@@ -162,7 +179,7 @@ def cmd_manifest(args) -> int:
 
 
 def cmd_trainers_path(args) -> int:
-    from pdac.trainers import trainers_path
+    from pdac.train.trainers import trainers_path
 
     print(trainers_path())
     return 0
@@ -204,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
     pr.add_argument("--config")
     pr.add_argument("--set", dest="overrides", action="append", default=[])
-    pr.set_defaults(func=cmd_prepare, folds=None, tta=None, step=None, device=None, threads=None)
+    pr.set_defaults(func=cmd_prepare)
 
     pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
     pl.add_argument("dataset", type=int)

@@ -1,4 +1,11 @@
-"""Typed pipeline configuration, loaded from `resources/pipeline.toml` with command-line overrides."""
+"""Typed pipeline configuration: built-in defaults, a TOML file, then command-line overrides.
+
+The dataclasses below are the defaults and ship with the package. Which TOML file is applied on top
+(first found wins): `--config FILE`, `$PDAC_CONFIG`, then `resources/pipeline.toml` of the checkout (or
+of /opt/app in the container) when it exists. A wheel installed elsewhere runs on the built-in defaults.
+`resources/pipeline.toml` as committed states the defaults (a test keeps it equal to the dataclasses), so
+it is the file to edit.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pdac.errors import UsageError
+from pdac.labels import PANCREAS_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "resources" / "pipeline.toml"
@@ -24,7 +33,7 @@ class ModelConfig:
     folds: tuple[int, ...] = ()
     checkpoints: tuple[str, ...] = ("checkpoint_final.pth",)
     tile_step_size: float = 0.5
-    tta: bool | str = False  # mirroring; "auto": on with CUDA, off on the CPU
+    tta: bool | Literal["auto"] = False  # mirroring; "auto": on with CUDA, off on the CPU
 
     def mirroring_on(self, device_type: str) -> bool:
         return self.tta if isinstance(self.tta, bool) else device_type == "cuda"
@@ -34,7 +43,7 @@ class ModelConfig:
 class Stage1Config(ModelConfig):
     model: str = "pancreas"
     spacing_mm: Vec3 = (4.5, 4.5, 9.0)
-    pancreas_labels: tuple[int, ...] = (1, 4, 5)
+    pancreas_labels: tuple[int, ...] = PANCREAS_LABELS
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class CropConfig:
 class Stage2Config(ModelConfig):
     model: str = "lesion"
     checkpoints: tuple[str, ...] = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
-    tta: bool | str = "auto"
+    tta: bool | Literal["auto"] = "auto"
     lesion_channel: int = 1
 
 
@@ -63,7 +72,7 @@ class DetectionConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
 
 
@@ -79,51 +88,62 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-def _coerce(section: str, key: str, value: Any, template: Any) -> Any:
-    """Convert a TOML/CLI value to the type of the dataclass default it replaces."""
-    where = f"{section}.{key}"
-    if key == "tta":
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if isinstance(value, bool) or value == "auto":
+def _parse_text(value: str, where: str) -> Any:
+    """A `--set` value is text: read it as JSON (numbers, lists, true/false), else as the word itself."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value.lower() == "true" if value.lower() in ("true", "false") else value
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    """Convert a TOML/CLI value to the field's declared type; refuse anything else with one line."""
+    origin, args = get_origin(hint), get_args(hint)
+    if isinstance(value, str) and hint is not str and not (origin is Literal and value in args):
+        value = _parse_text(value, where)
+    if hint is bool:
+        if isinstance(value, bool):
             return value
-        raise UsageError(f"config {where}: expected true, false or \"auto\", got {value!r}")
-    if isinstance(value, str) and not isinstance(template, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            if value.lower() in ("true", "false"):
-                value = value.lower() == "true"
-            else:
-                raise UsageError(f"config {where}: cannot parse {value!r}") from None
-    if isinstance(template, bool):
-        if not isinstance(value, bool):
-            raise UsageError(f"config {where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(template, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"config {where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(template, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"config {where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(template, str):
+        raise UsageError(f"config {where}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UsageError(f"config {where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise UsageError(f"config {where}: expected a number, got {value!r}")
+    if hint is str:
         return str(value)
-    if isinstance(template, tuple):
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            value = [value]
+    if origin is Literal:
+        if value in args:
+            return value
+        raise UsageError(f"config {where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin in (Union, UnionType):
+        for option in args:
+            try:
+                return _coerce(where, value, option)
+            except UsageError:
+                continue
+        raise UsageError(f"config {where}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")
+    if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise UsageError(f"config {where}: expected a list, got {value!r}")
-        if key in ("margins_mm", "spacing_mm", "fallback_extent_mm"):
-            if len(value) != 3 or not all(isinstance(v, int | float) and v >= 0 for v in value):
-                raise UsageError(f"config {where}: expected three non-negative numbers, got {value!r}")
-            return tuple(float(v) for v in value)
-        kind = str if key == "checkpoints" else int
-        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-            raise UsageError(f"config {where}: expected a list of {kind.__name__}, got {value!r}")
-        return tuple(value)
-    return value
+            value = [value]
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(where, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise UsageError(f"config {where}: expected {len(args)} values, got {value!r}")
+        items = tuple(_coerce(where, v, a) for v, a in zip(value, args, strict=True))
+        if hint == Vec3 and min(items) < 0:
+            raise UsageError(f"config {where}: expected three non-negative numbers, got {value!r}")
+        return items
+    raise TypeError(f"config {where}: unsupported field type {hint!r}")  # a programming error, not user input
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return " or ".join(map(repr, get_args(hint)))
+    return "true/false" if hint is bool else getattr(hint, "__name__", str(hint))
 
 
 def _apply(config: PipelineConfig, overrides: dict[str, dict[str, Any]]) -> PipelineConfig:
@@ -132,12 +152,12 @@ def _apply(config: PipelineConfig, overrides: dict[str, dict[str, Any]]) -> Pipe
         if not hasattr(config, section) or not isinstance(values, dict):
             raise UsageError(f"config: unknown section {section!r}")
         current = getattr(config, section)
-        fields = {f.name for f in dataclasses.fields(current)}
+        hints = get_type_hints(type(current))
         changes = {}
         for key, value in values.items():
-            if key not in fields:
+            if key not in hints:
                 raise UsageError(f"config: unknown key {section}.{key}")
-            changes[key] = _coerce(section, key, value, getattr(current, key))
+            changes[key] = _coerce(f"{section}.{key}", value, hints[key])
         sections[section] = dataclasses.replace(current, **changes)
     return dataclasses.replace(config, **sections)
 
@@ -154,18 +174,26 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def config_file(path: str | os.PathLike | None = None) -> Path | None:
+    """The TOML file to apply: the given one, $PDAC_CONFIG, or the checkout's resources/pipeline.toml."""
+    chosen = path or os.environ.get("PDAC_CONFIG")
+    if chosen:
+        if not Path(chosen).is_file():
+            raise UsageError(f"config file not found: {chosen}")
+        return Path(chosen)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> PipelineConfig:
-    """Defaults from the dataclasses, then the TOML file, then the overrides."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    """Built-in defaults, then the TOML file (see `config_file`), then the overrides."""
     config = PipelineConfig()
-    if path.exists():
+    toml = config_file(path)
+    if toml is not None:
         try:
-            with open(path, "rb") as f:
+            with open(toml, "rb") as f:
                 config = _apply(config, tomllib.load(f))
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"config {path}: {e}") from None
-    elif path != DEFAULT_CONFIG:
-        raise UsageError(f"config file not found: {path}")
+        except (tomllib.TOMLDecodeError, OSError) as e:
+            raise UsageError(f"config {toml}: {e}") from None
     if overrides:
         config = _apply(config, overrides)
     return config

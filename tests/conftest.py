@@ -33,7 +33,7 @@ def process(input_dir: Path, output_dir: Path, env: dict | None = None, timeout:
 
 
 def write_phantom(path: Path, seed: int, orientation: str = "identity", lesion: bool = True):
-    from pdac.phantom import PhantomSpec, make_phantom
+    from pdac.lab.phantom import PhantomSpec, make_phantom
 
     spec = PhantomSpec(orientation=orientation, lesion=lesion)
     image, label, _ = make_phantom(np.random.SeedSequence([seed, 0]), spec)

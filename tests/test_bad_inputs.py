@@ -133,7 +133,7 @@ def test_each_kind_is_valid_or_cleanly_refused(battery, kind):
         assert 0 <= likelihoods[case] <= 1
     else:
         assert not det_path.exists() and case not in likelihoods
-        lines = [ln for ln in r.stderr.splitlines() if f"ERROR pdac.detect: {case}:" in ln]
+        lines = [ln for ln in r.stderr.splitlines() if f"ERROR pdac.infer.batch: {case}:" in ln]
         assert len(lines) == 1, r.stderr[-3000:]
         assert expected in lines[0]
         assert "Traceback" not in r.stderr

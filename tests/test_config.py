@@ -37,3 +37,28 @@ def test_overrides_are_typed():
 def test_bad_overrides_are_refused_with_a_usage_error(item):
     with pytest.raises(UsageError):
         load_config(overrides=parse_overrides([item]))
+
+
+def test_the_committed_toml_states_exactly_the_built_in_defaults():
+    """One source of defaults: resources/pipeline.toml (the file users edit) must equal the dataclasses that
+    ship in the package, so a wheel installed outside the repo behaves like a checkout."""
+    import tomllib
+
+    from pdac.config import DEFAULT_CONFIG, PipelineConfig, _apply
+
+    with open(DEFAULT_CONFIG, "rb") as f:
+        toml = tomllib.load(f)
+    assert _apply(PipelineConfig(), toml) == PipelineConfig()
+    defaults = PipelineConfig().to_dict()
+    missing = {f"{s}.{k}" for s, v in defaults.items() for k in v if k not in toml.get(s, {})}
+    assert not missing, f"keys not stated in {DEFAULT_CONFIG.name}: {sorted(missing)}"
+
+
+def test_pdac_config_env_selects_another_file_and_a_missing_one_is_refused(tmp_path, monkeypatch):
+    custom = tmp_path / "custom.toml"
+    custom.write_text("[detection]\ndynamic_threshold_factor = 15\n")
+    monkeypatch.setenv("PDAC_CONFIG", str(custom))
+    assert load_config().detection.dynamic_threshold_factor == 15.0
+    monkeypatch.setenv("PDAC_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(UsageError):
+        load_config()

@@ -6,7 +6,7 @@ from report_guided_annotation import extract_lesion_candidates
 from scipy import ndimage
 
 from pdac.config import DetectionConfig
-from pdac.detection import candidates
+from pdac.infer.candidates import candidates
 
 
 def _masked_probability(seed: int) -> np.ndarray:

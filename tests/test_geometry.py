@@ -5,7 +5,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdac.geometry import (
+from pdac.infer.geometry import (
     centred_region,
     crop,
     crop_region_around_mask,

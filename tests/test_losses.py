@@ -5,7 +5,7 @@ import torch
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from pdac.losses import TverskyLoss, TverskyWithIgnore
+from pdac.train.losses import TverskyLoss, TverskyWithIgnore
 
 
 def logits_from_probs(p: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,10 @@ import numpy as np
 import SimpleITK as sitk
 from conftest import WEIGHTS
 
-from pdac.bench import baseline_style_map
 from pdac.config import load_config
-from pdac.io import read_image
-from pdac.pipeline import Pipeline
+from pdac.infer.io import read_image
+from pdac.infer.pipeline import Pipeline
+from pdac.lab.bench import baseline_style_map
 
 
 def test_pipeline_matches_the_baseline_style_reference(phantom_scans):

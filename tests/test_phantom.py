@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import pdac
 
-from pdac.phantom import PhantomSpec, make_phantom
+from pdac.lab.phantom import PhantomSpec, make_phantom
 
 
 def _world_centroid(label: sitk.Image, value: int) -> np.ndarray:

@@ -27,7 +27,7 @@ def nnunet_env(tmp_path_factory):
     r = pdac("phantom", "-o", str(phantoms), "-n", "6", "--seed", "21", "--previews", "0", env=env)
     assert r.returncode == 0, r.stderr
     # make two of them flipped and oblique (same anatomy, other grids) by re-drawing with an orientation
-    from pdac.phantom import PhantomSpec, make_phantom
+    from pdac.lab.phantom import PhantomSpec, make_phantom
 
     for i, orientation in ((0, "flipped"), (1, "oblique")):
         case = f"ph21_{i:05d}"
@@ -77,7 +77,7 @@ def test_prepare_writes_both_datasets_and_skips_geometry_mismatch(prepared):
 
 
 def test_nnunet_finds_our_trainers_through_ext_trainer():
-    from pdac.trainers import trainers_path
+    from pdac.train.trainers import trainers_path
 
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f;"
             f"print([f(n).__name__ for n in {TRAINERS!r}])")

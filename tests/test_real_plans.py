@@ -7,9 +7,9 @@ import numpy as np
 import SimpleITK as sitk
 from conftest import REPO, assert_valid_detection_map, pdac
 
-from pdac.bench import random_model_folder
+from pdac.lab.bench import random_model_folder
 
-BASELINE = REPO / "tests" / "data" / "panorama-baseline"
+BASELINE = REPO / "pdac" / "lab" / "data" / "panorama-baseline"
 STAGE1 = BASELINE / "Dataset103_PANORAMA_baseline_Pancreas_Segmentation" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 STAGE2 = (BASELINE / "Dataset104_PANORAMA_baseline_PDAC_Detection"
           / "nnUNetTrainer_Loss_CE_checkpoints__nnUNetPlans__3d_fullres")

@@ -4,7 +4,7 @@ import json
 
 from conftest import pdac
 
-from pdac.study import ARMS, arms_for, discriminative_spec
+from pdac.lab.study import ARMS, arms_for, discriminative_spec
 
 
 def test_quick_study_trains_every_arm_and_compares_them(tmp_path):
@@ -33,7 +33,7 @@ def test_quick_study_trains_every_arm_and_compares_them(tmp_path):
 
 def test_conclusion_reads_false_positives_from_the_numbers():
     """Hand-made report: T reaches only 60% sensitivity, so FP/case is compared there (CE 0.3, T 0.2)."""
-    from pdac.study import conclusion, fp_at_matched_sensitivity
+    from pdac.lab.study import conclusion, fp_at_matched_sensitivity
 
     ce = {"name": "CE", "fp_per_case": 0.5,
           "froc": {"sensitivity": [0.2, 0.4, 0.6, 0.8], "fp_per_case": [0.0, 0.1, 0.3, 0.5]}}
@@ -62,7 +62,7 @@ def test_resuming_on_another_benchmarks_phantoms_is_refused(tmp_path):
     import pytest
 
     from pdac.errors import UsageError
-    from pdac.study import StudySettings, _data
+    from pdac.lab.study import StudySettings, _data
 
     spec = dataclasses.asdict(discriminative_spec())
     for name in ("train", "test"):

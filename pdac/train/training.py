@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from pdac.trainers import trainers_path
+from pdac.train.trainers import trainers_path
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from pdac.geometry import resample_to_spacing
-from pdac.models import Model, predict_probabilities
+from pdac.infer.geometry import resample_to_spacing
+from pdac.infer.models import Model, predict_probabilities
 
 
 def segment_pancreas(model: Model, scan: sitk.Image, spacing_mm) -> tuple[sitk.Image, np.ndarray]:

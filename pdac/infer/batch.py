@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import PdacError, UsageError
-from pdac.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
+from pdac.infer.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
                  overlays: bool = False, shard: tuple[int, int] | None = None) -> int:
     """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed)."""
-    from pdac.pipeline import Pipeline
+    from pdac.infer.pipeline import Pipeline
 
     scans = find_images([Path(p) for p in inputs])
     ids = [case_id(p) for p in scans]
@@ -64,7 +64,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 "weights": str(pipeline.weights_dir),
             }, out / f"{case}_lesions.json")
             if overlays:
-                from pdac.preview import save_detection_overlay
+                from pdac.infer.overlay import save_detection_overlay
 
                 save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
                                        f"{case}: PDAC likelihood {result.likelihood:.3f}")

@@ -18,11 +18,11 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from pdac.config import PipelineConfig
-from pdac.detection import candidates
 from pdac.errors import UsageError
-from pdac.evaluate import evaluate_arrays
-from pdac.lesion import lesion_probability
-from pdac.models import load_model, resolve_device
+from pdac.evaluation.evaluate import evaluate_arrays
+from pdac.infer.candidates import candidates
+from pdac.infer.lesion import lesion_probability
+from pdac.infer.models import load_model, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-LABEL_COLOURS = {1: "red", 2: "royalblue", 3: "orange", 4: "lime", 5: "yellow", 6: "magenta"}
-LABEL_NAMES = {1: "PDAC", 2: "veins", 3: "arteries", 4: "pancreas", 5: "duct", 6: "CBD"}
+from pdac.labels import Label  # noqa: E402
+
+LABEL_COLOURS = {Label.PDAC: "red", Label.VEINS: "royalblue", Label.ARTERIES: "orange", Label.PANCREAS: "lime",
+                 Label.PANCREATIC_DUCT: "yellow", Label.COMMON_BILE_DUCT: "magenta"}
 
 
 def _radiological(image: sitk.Image) -> sitk.Image:
@@ -52,7 +54,7 @@ def save_label_preview(image: sitk.Image, label: sitk.Image, path: Path, title: 
                 ax.contour(lv == value, levels=[0.5], colors=colour, linewidths=0.8)
         ax.set_title(name)
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=c, label=LABEL_NAMES[v]) for v, c in LABEL_COLOURS.items()]
+    handles = [plt.Line2D([], [], color=c, label=v.display_name) for v, c in LABEL_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=6, frameon=False)
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)

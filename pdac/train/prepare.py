@@ -18,13 +18,11 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import InputError, UsageError
-from pdac.geometry import crop, crop_region_around_mask, resample_to_spacing, same_geometry
-from pdac.io import case_id, find_images, read_image
+from pdac.infer.geometry import crop, crop_region_around_mask, resample_to_spacing, same_geometry
+from pdac.infer.io import case_id, find_images, read_image
+from pdac.labels import dataset_json_labels
 
 log = logging.getLogger(__name__)
-
-PANORAMA_LABELS = {"background": 0, "PDAC": 1, "veins": 2, "arteries": 3, "pancreas": 4,
-                   "pancreatic_duct": 5, "common_bile_duct": 6}
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ def prepare(images: Path, labels: Path, out: Path, config: PipelineConfig, stage
         _remove_stale_cases(d, kept, file_ending)
     generate_dataset_json(str(s1), {0: "CT"}, {"background": 0, "pancreas": 1}, n_ok, file_ending,
                           dataset_name=s1.name, description="PANORAMA stage 1: pancreas at 4.5 x 4.5 x 9 mm")
-    generate_dataset_json(str(s2), {0: "CT"}, PANORAMA_LABELS, n_ok, file_ending, dataset_name=s2.name,
+    generate_dataset_json(str(s2), {0: "CT"}, dataset_json_labels(), n_ok, file_ending, dataset_name=s2.name,
                           description="PANORAMA stage 2: all labels, cropped around the pancreas")
     if verify:
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity

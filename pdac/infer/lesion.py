@@ -6,8 +6,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pdac.config import DetectionConfig
-from pdac.geometry import resample_like
-from pdac.models import Model, predict_probabilities
+from pdac.infer.geometry import resample_like
+from pdac.infer.models import Model, predict_probabilities
 
 
 def lesion_probability(model: Model, crop: sitk.Image, lesion_channel: int = 1) -> np.ndarray:

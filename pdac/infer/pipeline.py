@@ -15,14 +15,14 @@ import SimpleITK as sitk
 import torch
 
 from pdac.config import PipelineConfig
-from pdac.detection import Lesion, candidates, lesion_list
 from pdac.errors import InputError
-from pdac.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
-from pdac.io import MAX_VOXELS
-from pdac.lesion import lesion_probability, mask_probability
-from pdac.models import load_model, resolve_device
-from pdac.pancreas import segment_pancreas
-from pdac.weights import resolve_weights_dir, verify_weights
+from pdac.infer.candidates import Lesion, candidates, lesion_list
+from pdac.infer.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
+from pdac.infer.io import MAX_VOXELS
+from pdac.infer.lesion import lesion_probability, mask_probability
+from pdac.infer.models import load_model, resolve_device
+from pdac.infer.pancreas import segment_pancreas
+from pdac.infer.weights import resolve_weights_dir, verify_weights
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import torch
 from tqdm import tqdm
 
 from pdac.config import load_config
-from pdac.demo_weights import STAGE1_TRAINER
-from pdac.evaluate import evaluate_arrays
-from pdac.io import case_id
-from pdac.select_checkpoint import SELECTED, select_checkpoint
-from pdac.weights import write_manifest
+from pdac.evaluation.evaluate import evaluate_arrays
+from pdac.infer.io import case_id
+from pdac.infer.weights import write_manifest
+from pdac.lab.demo_weights import STAGE1_TRAINER
+from pdac.train.select_checkpoint import SELECTED, select_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def export_model_folder(src: Path, dst: Path, fold: str, checkpoints: list[str])
 
 def heldout_metrics(weights: Path, heldout: Path) -> dict:
     """Full pipeline (default configuration) on held-out phantoms; picai_eval metrics."""
-    from pdac.pipeline import Pipeline
+    from pdac.infer.pipeline import Pipeline
 
     pipeline = Pipeline(load_config(), weights=str(weights))
     tta = pipeline.config.stage2.mirroring_on(pipeline.device.type)

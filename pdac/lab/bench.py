@@ -25,16 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from pdac.config import REPO_ROOT, load_config
+from pdac.config import load_config
 
 log = logging.getLogger(__name__)
 
-REAL_PLANS = REPO_ROOT / "tests" / "data" / "panorama-baseline"
+# The official baseline's real plans (shipped with the package: the bench must work outside the repo).
+REAL_PLANS = Path(__file__).resolve().parent / "data" / "panorama-baseline"
 
 
 def random_model_folder(src: Path, dst: Path, background_bias: float | None = None, seed: int = 0) -> None:
@@ -71,7 +73,7 @@ def real_size_weights(dst: Path) -> Path:
     """Weights folder from the official baseline's real plans, random weights; stage 1 finds a pancreas
     nowhere, so stage 2 runs on the documented fallback box (a realistic ROI size), and the lesion model
     finds nothing, so the post-processing is trivial (its cost is measured with the demo weights)."""
-    from pdac.weights import write_manifest
+    from pdac.infer.weights import write_manifest
 
     random_model_folder(next(REAL_PLANS.glob("Dataset103_*/*")), dst / "pancreas", background_bias=10.0)
     # The lesion head is biased to background too: with random weights its probability map is noise, whose
@@ -92,8 +94,8 @@ def _peak_rss_gb(children: bool = False) -> float:
 # ----------------------------------------------------------------------------------------------------
 
 def run_ours(scan_path: Path, weights: Path, overrides: dict) -> dict:
-    from pdac.io import read_image
-    from pdac.pipeline import Pipeline
+    from pdac.infer.io import read_image
+    from pdac.infer.pipeline import Pipeline
 
     t0 = time.perf_counter()
     pipeline = Pipeline(load_config(overrides=overrides), str(weights))
@@ -105,11 +107,11 @@ def run_ours(scan_path: Path, weights: Path, overrides: dict) -> dict:
 def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
     import torch
 
-    from pdac.geometry import centred_region, crop, crop_region_around_mask
-    from pdac.io import read_image
-    from pdac.models import preprocess
-    from pdac.pancreas import segment_pancreas
-    from pdac.pipeline import Pipeline, sanitize
+    from pdac.infer.geometry import centred_region, crop, crop_region_around_mask
+    from pdac.infer.io import read_image
+    from pdac.infer.models import preprocess
+    from pdac.infer.pancreas import segment_pancreas
+    from pdac.infer.pipeline import Pipeline, sanitize
 
     config = load_config(overrides=overrides)
     pipeline = Pipeline(config, str(weights))
@@ -128,12 +130,19 @@ def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
 
 def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.Image:
     """The detection map the baseline-style way (subprocesses, files); the unoptimised reference."""
-    from pdac.detection import candidates
-    from pdac.geometry import centred_region, copy_geometry, crop, crop_region_around_mask, paste, resample_to_spacing
-    from pdac.io import read_image
-    from pdac.lesion import mask_probability
-    from pdac.models import fold_checkpoints
-    from pdac.trainers import trainers_path
+    from pdac.infer.candidates import candidates
+    from pdac.infer.geometry import (
+        centred_region,
+        copy_geometry,
+        crop,
+        crop_region_around_mask,
+        paste,
+        resample_to_spacing,
+    )
+    from pdac.infer.io import read_image
+    from pdac.infer.lesion import mask_probability
+    from pdac.infer.models import fold_checkpoints
+    from pdac.train.trainers import trainers_path
 
     config = load_config(overrides=overrides)
     tool = str(Path(sys.executable).with_name("nnUNetv2_predict_from_modelfolder"))
@@ -189,7 +198,7 @@ def _worker(argv: list[str]) -> int:
 
 
 def _run_variant(variant: str, scan: Path, weights: Path, overrides: dict) -> dict:
-    cmd = [sys.executable, "-m", "pdac.bench", "--worker", variant, str(scan), str(weights), json.dumps(overrides)]
+    cmd = [sys.executable, "-m", "pdac.lab.bench", "--worker", variant, str(scan), str(weights), json.dumps(overrides)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"bench variant {variant} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -198,8 +207,8 @@ def _run_variant(variant: str, scan: Path, weights: Path, overrides: dict) -> di
 
 def bench(sizes: list[str], runs: int, weights: Path | None, overrides: dict, real_plans: bool,
           variants=("ours", "baseline_style", "network")) -> dict:
-    from pdac.phantom import PhantomSpec, make_phantom
-    from pdac.weights import resolve_weights_dir
+    from pdac.infer.weights import resolve_weights_dir
+    from pdac.lab.phantom import PhantomSpec, make_phantom
 
     with tempfile.TemporaryDirectory(prefix="pdac-bench-data-") as tmp:
         tmp = Path(tmp)
@@ -223,31 +232,42 @@ def bench(sizes: list[str], runs: int, weights: Path | None, overrides: dict, re
     return results
 
 
-def main_args(args) -> int:
+@dataclass(frozen=True)
+class BenchSettings:
+    sizes: tuple[str, ...] = ()  # empty: small and full (full only with real_plans)
+    runs: int = 3
+    weights: str | None = None
+    folds: tuple[int, ...] = ()
+    tta: bool | None = None
+    step: float | None = None
+    real_plans: bool = False
+
+
+def run_bench(s: BenchSettings) -> tuple[dict, list[str]]:
+    """Time the variants side by side; returns (results per size, report lines ending with the ratios)."""
     overrides: dict = {}
-    if args.real_plans:
+    if s.real_plans:
         overrides = {"stage2": {"tta": False, "folds": [0]}, "stage1": {"folds": [0]}}
-    if args.folds:
-        overrides.setdefault("stage2", {})["folds"] = args.folds
-    if args.tta is not None:
-        overrides.setdefault("stage2", {})["tta"] = args.tta
-    if args.step:
-        overrides.setdefault("stage2", {})["tile_step_size"] = args.step
-    sizes = args.sizes or (["full"] if args.real_plans else ["small", "full"])
-    variants = ("ours", "network") if args.real_plans else ("ours", "baseline_style", "network")
-    results = bench(sizes, args.runs, args.weights, overrides, args.real_plans, variants)
+    if s.folds:
+        overrides.setdefault("stage2", {})["folds"] = list(s.folds)
+    if s.tta is not None:
+        overrides.setdefault("stage2", {})["tta"] = s.tta
+    if s.step:
+        overrides.setdefault("stage2", {})["tile_step_size"] = s.step
+    sizes = list(s.sizes) or (["full"] if s.real_plans else ["small", "full"])
+    variants = ("ours", "network") if s.real_plans else ("ours", "baseline_style", "network")
+    results = bench(sizes, s.runs, s.weights, overrides, s.real_plans, variants)
+    lines = []
     for size, r in results.items():
         cols = "  ".join(f"{v}: {r[v]['median_s']:.2f} s (peak {r[v]['peak_rss_gb']:.2f} GB)" for v in variants)
-        print(f"{size} {'x'.join(map(str, r['scan_size']))}: {cols}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        lines.append(f"{size} {'x'.join(map(str, r['scan_size']))}: {cols}")
     last = results[sizes[-1]]
     speedup = (last["baseline_style"]["median_s"] / last["ours"]["median_s"]) if "baseline_style" in last \
         else float("nan")
     overhead = last["ours"]["median_s"] / last["network"]["median_s"]
     peak = max(r[v]["peak_rss_gb"] for r in results.values() for v in ("ours",))
-    print(f"speedup_vs_baseline_style={speedup:.2f} overhead_vs_network={overhead:.2f} peak_rss_gb={peak:.1f}")
-    return 0
+    lines.append(f"speedup_vs_baseline_style={speedup:.2f} overhead_vs_network={overhead:.2f} peak_rss_gb={peak:.1f}")
+    return results, lines
 
 
 if __name__ == "__main__":

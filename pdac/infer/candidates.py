@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from report_guided_annotation import extract_lesion_candidates
 
 from pdac.config import DetectionConfig
-from pdac.geometry import index_to_world_matrix
+from pdac.infer.geometry import index_to_world_matrix
+
+with contextlib.redirect_stdout(io.StringIO()):  # its import prints a citation banner on every run
+    from report_guided_annotation import extract_lesion_candidates
 
 
 @dataclass(frozen=True)

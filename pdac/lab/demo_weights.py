@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pdac.config import REPO_ROOT, load_config
 
-log = logging.getLogger("pdac.demo_weights")
+log = logging.getLogger("pdac.lab.demo_weights")
 
 STAGE1_ID, STAGE2_ID = 113, 114
 STAGE1_PLANS, STAGE2_PLANS = "nnUNetTinyPlans", "nnUNetResEncTinyPlans"
@@ -39,9 +39,9 @@ def _env(work: Path) -> None:
 
 
 def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
-    from pdac import training
-    from pdac.phantom import generate_dataset
-    from pdac.prepare import prepare
+    from pdac.lab.phantom import generate_dataset
+    from pdac.train import training
+    from pdac.train.prepare import prepare
 
     if not (work / "phantoms_train" / "truth.json").exists():
         generate_dataset(work / "phantoms_train", n_train, TRAIN_SEED, previews=3, workers=2)
@@ -65,7 +65,7 @@ def data_and_plans(work: Path, n_train: int, n_heldout: int) -> None:
 
 
 def train_models(work: Path, budget: dict, trainers) -> None:
-    from pdac import training
+    from pdac.train import training
 
     results = Path(os.environ["nnUNet_results"])
     jobs = [(STAGE1_ID, "all", STAGE1_TRAINER, STAGE1_PLANS, budget["stage1_epochs"], budget["stage1_iterations"])]
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     train_models(args.work, budget, args.trainers)
     if args.until == "train":
         return 0
-    from pdac.demo_export import ExportRefused, select_and_export
+    from pdac.lab.export import ExportRefused, select_and_export
 
     try:
         select_and_export(args.work, args.out, args.trainers, budget)

@@ -6,7 +6,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nnUNetTrainerCELoss
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam1en3
 
-from pdac.losses import TverskyLoss, TverskyWithIgnore
+from pdac.train.losses import TverskyLoss, TverskyWithIgnore
 
 
 def _with_deep_supervision(trainer: nnUNetTrainer, loss):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pdac.config import REPO_ROOT, load_config
+from pdac.config import load_config
 from pdac.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ ARMS = {  # name -> nnU-Net trainer
     "Tversky + CE": "nnUNetTrainerTverskyCELoss",
 }
 # Each arm's AdamW twin (trainer name + this suffix, lr 1e-3): on a CPU budget of a few thousand iterations
-# nnU-Net's SGD has not yet found the lesion class with any loss (see pdac/trainers/tversky_trainers.py).
+# nnU-Net's SGD has not yet found the lesion class with any loss (see pdac/train/trainers/tversky_trainers.py).
 OPTIMIZER_SUFFIX = {"sgd": "", "adam": "_Adam1en3"}
 STAGE1_ID, STAGE2_ID = 213, 214
 PLANS = "nnUNetResEncTinyPlans"
@@ -77,7 +77,7 @@ def discriminative_spec():
     """The study's benchmark: hard negatives (cyst, focal fat, dilated duct) in most cases, 0.6 each against the
     demo's 0.35. Its masses are no smaller or subtler than the demo's: subtler ones (8-30 mm, 12-50 HU) were not
     learned at all within the CPU budget of 2,800 iterations per arm (see StudySettings)."""
-    from pdac.phantom import PhantomSpec
+    from pdac.lab.phantom import PhantomSpec
 
     return PhantomSpec(lesion_diameter_mm=(15.0, 40.0), lesion_contrast_hu=(25.0, 55.0),
                        hard_negative_probability=0.6)
@@ -93,7 +93,7 @@ def _versions() -> dict:
 
 def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None) -> tuple[Path, Path, Path, Path]:
     """(train images, train labels, test images, test labels)."""
-    from pdac.phantom import generate_dataset
+    from pdac.lab.phantom import generate_dataset
 
     if images is None:
         spec = discriminative_spec()
@@ -107,7 +107,7 @@ def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None
         return (work / "train" / "imagesTr", work / "train" / "labelsTr", work / "test" / "imagesTr",
                 work / "test" / "labelsTr")
     # Real data: a seeded case-level split into train and held-out test folders (links, no copies).
-    from pdac.io import case_id, find_images
+    from pdac.infer.io import case_id, find_images
 
     scans = find_images([images])
     rng = np.random.default_rng(s.test_seed)
@@ -131,12 +131,12 @@ def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None
 
 def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: Path,
               images: Path | None = None, labels: Path | None = None) -> dict:
-    from pdac import training
-    from pdac.demo_export import export_model_folder
-    from pdac.detect import detect_batch
-    from pdac.evaluate import run_evaluation
-    from pdac.prepare import prepare
-    from pdac.weights import write_manifest
+    from pdac.evaluation.evaluate import run_evaluation
+    from pdac.infer.batch import detect_batch
+    from pdac.infer.weights import write_manifest
+    from pdac.lab.export import export_model_folder
+    from pdac.train import training
+    from pdac.train.prepare import prepare
 
     t_start = time.time()
     work, out = Path(work).resolve(), Path(out)
@@ -327,16 +327,3 @@ Versions: {", ".join(f"{k} {v}" for k, v in record["versions"].items())}.
 
 Time: {record['minutes']} min for this invocation{_steps(record)}.
 """
-
-
-def main_args(args) -> int:
-    settings = StudySettings.quick() if args.quick else StudySettings()
-    if args.epochs:
-        settings = dataclasses.replace(settings, epochs=args.epochs)
-    # AdamW for the CPU-budget synthetic study; nnU-Net's SGD for real data unless asked otherwise.
-    optimizer = args.optimizer or ("sgd" if args.images else "adam")
-    settings = dataclasses.replace(settings, optimizer=optimizer)
-    pancreas = Path(args.pancreas_weights) if args.pancreas_weights else REPO_ROOT / "weights" / "pancreas"
-    run_study(Path(args.output), Path(args.work), settings, pancreas,
-              Path(args.images) if args.images else None, Path(args.labels) if args.labels else None)
-    return 0

@@ -7,7 +7,7 @@ p-values between detection sets, and a report folder (metrics.json, summary.md, 
 
 Python API::
 
-    from pdac.evaluate import evaluate_arrays, run_evaluation
+    from pdac.evaluation.evaluate import evaluate_arrays, run_evaluation
 
     result = evaluate_arrays({"c1": det1, "c2": det2}, {"c1": lab1, "c2": lab2})   # in memory
     result.auroc, result.ap, result.score, result.froc().sensitivity_at(0.5)
@@ -32,7 +32,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from pdac.errors import InputError, OutputError, UsageError
-from pdac.io import case_id, image_suffix, read_image, write_json_atomic
+from pdac.infer.io import case_id, image_suffix, read_image, write_json_atomic
+from pdac.labels import Label
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _header(path: Path) -> sitk.ImageFileReader:
 
 
 class _HeaderGeometry:
-    """Header geometry with a 4D singleton axis dropped (as `pdac.io.read_image` does)."""
+    """Header geometry with a 4D singleton axis dropped (as `pdac.infer.io.read_image` does)."""
 
     def __init__(self, path: Path):
         r = _header(path)
@@ -221,7 +222,7 @@ class CaseResult:
 
 def pdac_truth(label: np.ndarray) -> np.ndarray:
     """PANORAMA's ground truth for detection: the PDAC label (1) only."""
-    return (np.asarray(label) == 1).astype(np.int32)
+    return (np.asarray(label) == Label.PDAC).astype(np.int32)
 
 
 def evaluate_case(detection: np.ndarray, label: np.ndarray, what: str = "case") -> CaseResult:
@@ -689,7 +690,7 @@ def build_report(results: Sequence[SetResult], label_dir: str = "", n_bootstrap:
     data = {
         "settings": {"min_overlap": MIN_OVERLAP, "overlap_func": OVERLAP_FUNC, "truth": "label == 1",
                      "bootstrap": n_bootstrap, "bootstrap_resamples": boot["n_resamples"], "seed": seed,
-                     "froc": "step curve, no interpolation (see pdac.evaluate.Froc)"},
+                     "froc": "step curve, no interpolation (see pdac.evaluation.evaluate.Froc)"},
         "labels": str(label_dir),
         "num_cases": ref.num_cases,
         "num_positive_cases": int(sum(ref.case_target.values())),

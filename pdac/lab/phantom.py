@@ -22,12 +22,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from pdac.geometry import index_region_of_world_box
+from pdac.infer.geometry import index_region_of_world_box
+from pdac.labels import Label
 
 log = logging.getLogger(__name__)
-
-LABELS = {"background": 0, "pdac": 1, "veins": 2, "arteries": 3, "pancreas": 4, "pancreatic_duct": 5,
-          "common_bile_duct": 6}
 
 
 @dataclass(frozen=True)
@@ -286,13 +284,13 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
     art_hu, vein_hu = float(rng.uniform(150, 200)), float(rng.uniform(140, 180))
     aorta = (12.0, vy - 30)
     m, lo, hi = _cylinder_z(aorta[0], aorta[1], 11, 11, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=art_hu, label=LABELS["arteries"])
+    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=art_hu, label=Label.ARTERIES)
     m, lo, hi = _cylinder_z(-25, vy - 28, 12, 10, -big, big)
     cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=vein_hu - 10)
     for p0, p1, r, hu, lab in [
-        ((aorta[0], aorta[1] - 8, z_centre + 15), (8, -2, z_centre - 80), 4.0, art_hu, LABELS["arteries"]),
-        ((-8, -14, z_centre - 80), (-8, -12, z_centre + 8), 6.5, vein_hu, LABELS["veins"]),
-        ((-8, -12, z_centre + 8), (-50, 0, z_centre + 45), 7.0, vein_hu, LABELS["veins"]),
+        ((aorta[0], aorta[1] - 8, z_centre + 15), (8, -2, z_centre - 80), 4.0, art_hu, Label.ARTERIES),
+        ((-8, -14, z_centre - 80), (-8, -12, z_centre + 8), 6.5, vein_hu, Label.VEINS),
+        ((-8, -12, z_centre + 8), (-50, 0, z_centre + 45), 7.0, vein_hu, Label.VEINS),
     ]:
         dist, lo, hi = _capsule(p0, p1, r)
         cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=hu, label=lab, within=inner)
@@ -315,12 +313,12 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
     parenchyma_hu = float(rng.uniform(95, 125))
     pancreas_box = centre_line.box(20)
     cv.paint(*pancreas_box, lambda x, y, z: (lambda d, t: d <= pancreas_radius(t))(*centre_line.query(x, y, z)),
-             hu=parenchyma_hu, label=LABELS["pancreas"])
+             hu=parenchyma_hu, label=Label.PANCREAS)
 
     # Splenic vein along the posterior surface of body and tail.
     sv_points = centre_line.points[ts > 0.3] + np.array([0, 1, 0]) * (pancreas_radius(ts[ts > 0.3])[:, None] + 3)
     splenic = _Curve(sv_points, ts[ts > 0.3])
-    cv.paint(*splenic.box(6), lambda x, y, z: splenic.query(x, y, z)[0] <= 3.5, hu=vein_hu, label=LABELS["veins"])
+    cv.paint(*splenic.box(6), lambda x, y, z: splenic.query(x, y, z)[0] <= 3.5, hu=vein_hu, label=Label.VEINS)
 
     truth = PhantomTruth(case=case, lesion_present=bool(spec.lesion))
     # Lesion placement (drawn first: the duct upstream of it may be dilated).
@@ -346,12 +344,12 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
 
     in_duct = lambda x, y, z: (lambda d, t: (d <= duct_radius(t)) & (t > 0.02) & (t < 0.95))(  # noqa: E731
         *centre_line.query(x, y, z))
-    cv.paint(*pancreas_box, in_duct, hu=15.0, label=LABELS["pancreatic_duct"])
+    cv.paint(*pancreas_box, in_duct, hu=15.0, label=Label.PANCREATIC_DUCT)
     # Common bile duct: from the liver hilum down into the pancreatic head.
     head = centre_line.points[0]
     cbd_r = 5.0 if (spec.lesion and truth.lesion_location == "head" and truth.upstream_duct_dilation) else 3.0
     dist, lo, hi = _capsule(head + np.array([-3, 6, 70]), head + np.array([2, 4, 0]), cbd_r)
-    cv.paint(lo, hi, lambda x, y, z: dist(x, y, z) <= cbd_r, hu=10.0, label=LABELS["common_bile_duct"], within=inner)
+    cv.paint(lo, hi, lambda x, y, z: dist(x, y, z) <= cbd_r, hu=10.0, label=Label.COMMON_BILE_DUCT, within=inner)
 
     # Hard negatives inside the pancreas: a cyst (sharp, water) and focal fat (ill-defined, low).
     if rng.random() < spec.hard_negative_probability:
@@ -365,7 +363,7 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
         c = centre_line.points[np.argmin(np.abs(ts - t))]
         m, lo, hi = _ellipsoid(c, rng.uniform(5, 11, size=3))
         cv.paint(lo, hi, m, hu=parenchyma_hu - float(rng.uniform(35, 70)),
-                 only_labels=[LABELS["pancreas"]])
+                 only_labels=[Label.PANCREAS])
         truth.hard_negatives.append("focal_fat")
     if dilated_duct_negative:
         truth.hard_negatives.append("dilated_duct")
@@ -378,7 +376,7 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
     if spec.lesion:
         contrast = float(rng.uniform(*spec.lesion_contrast_hu))
         m, lo, hi = _irregular_blob(rng, centre, diameter / 2)
-        cv.paint(lo, hi, m, hu=parenchyma_hu - contrast, label=LABELS["pdac"], within=inner)
+        cv.paint(lo, hi, m, hu=parenchyma_hu - contrast, label=Label.PDAC, within=inner)
         truth.lesion_contrast_hu = round(contrast, 1)
         truth.lesion_centre_world_mm = [round(float(v), 2) for v in centre + translation]
 
@@ -399,7 +397,7 @@ def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = Phantom
     truth.spacing = [round(float(s), 4) for s in spacing]
     truth.origin = [round(float(v), 3) for v in origin]
     truth.direction = [round(float(v), 6) for v in direction.ravel()]
-    if spec.lesion and not np.any(cv.label == LABELS["pdac"]):
+    if spec.lesion and not np.any(cv.label == Label.PDAC):
         truth.lesion_present = False  # the mass fell outside the field of view
     return sitk_image, sitk_label, truth
 
@@ -414,7 +412,7 @@ def _write_case(job) -> dict:
     sitk.WriteImage(image, str(out / "imagesTr" / f"{case}_0000.nii.gz"), useCompression=True)
     sitk.WriteImage(label, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
     if preview:
-        from pdac.preview import save_label_preview
+        from pdac.infer.overlay import save_label_preview
 
         what = (f"PDAC {truth.lesion_diameter_mm:.0f} mm ({truth.lesion_location})" if truth.lesion_present
                 else "no PDAC")
