@@ -63,12 +63,36 @@ def config_from_args(args):
     return load_config(args.config, {k: v for k, v in overrides.items() if v})
 
 
+def add_detect_parser(sub) -> None:
+    d = sub.add_parser("detect", help="run the pipeline on scans (files or folders)")
+    d.add_argument("inputs", nargs="+", help="scan files (.mha, .nii.gz, .nii, .mhd) or folders of them")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
+    d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
+    add_pipeline_options(d)
+    d.set_defaults(func=cmd_detect)
+
+
 def cmd_detect(args) -> int:
     from pdac.infer.batch import detect_batch, parse_shard
 
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard)
+
+
+def add_phantom_parser(sub) -> None:
+    ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
+    ph.add_argument("-o", "--output", required=True)
+    ph.add_argument("-n", type=int, default=10)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--size", choices=["small", "full", "large"], default="small",
+                    help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
+    ph.add_argument("--positive-fraction", type=float, default=0.5)
+    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
+    ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
+    ph.add_argument("--workers", type=int, default=1)
+    ph.set_defaults(func=cmd_phantom)
 
 
 def cmd_phantom(args) -> int:
@@ -84,6 +108,21 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def add_prepare_parser(sub) -> None:
+    pr = sub.add_parser("prepare", help="PANORAMA scans + labels -> the two nnU-Net raw datasets")
+    pr.add_argument("--images", required=True)
+    pr.add_argument("--labels", required=True)
+    pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
+    pr.add_argument("--stage1-id", type=int, default=113)
+    pr.add_argument("--stage2-id", type=int, default=114)
+    pr.add_argument("--workers", type=int, default=1)
+    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"])
+    pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
+    pr.add_argument("--config")
+    pr.add_argument("--set", dest="overrides", action="append", default=[])
+    pr.set_defaults(func=cmd_prepare)
+
+
 def cmd_prepare(args) -> int:
     from pdac.train.prepare import prepare
 
@@ -93,6 +132,15 @@ def cmd_prepare(args) -> int:
     print(f"prepared {summary['prepared']} cases, skipped {len(summary['skipped'])}: "
           f"{summary['stage1']} {summary['stage2']}")
     return 0
+
+
+def add_plan_parser(sub) -> None:
+    pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
+    pl.add_argument("dataset", type=int)
+    pl.add_argument("--planner", default="nnUNetPlannerResEncM")
+    pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
+    pl.add_argument("--workers", type=int, default=2)
+    pl.set_defaults(func=cmd_plan)
 
 
 def cmd_plan(args) -> int:
@@ -110,6 +158,23 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def add_train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train one fold with nnU-Net (our trainers found via nnUNet_extTrainer)")
+    t.add_argument("dataset")
+    t.add_argument("fold")
+    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss")
+    t.add_argument("--plans", default="nnUNetResEncUNetMPlans")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--iterations", type=int, help="iterations per epoch")
+    t.add_argument("--val-iterations", type=int)
+    t.add_argument("--snapshot-every", type=int, default=0, help="keep checkpoint_epochNNNN.pth every N epochs")
+    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
+    t.add_argument("--no-validation", action="store_true")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
+    t.set_defaults(func=cmd_train)
+
+
 def cmd_train(args) -> int:
     from pdac.train import training
 
@@ -121,6 +186,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def add_select_parser(sub) -> None:
+    s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")
+    s.add_argument("model_folder")
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--raw-dataset", required=True, help="the stage-2 nnU-Net raw dataset folder")
+    s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
+    add_pipeline_options(s)
+    s.set_defaults(func=cmd_select)
+
+
 def cmd_select(args) -> int:
     from pdac.train.select_checkpoint import select_checkpoint
 
@@ -128,6 +203,22 @@ def cmd_select(args) -> int:
                                config_from_args(args), device=args.device or "cpu")
     print(result["selected"])
     return 0
+
+
+def add_evaluate_parser(sub) -> None:
+    ev = sub.add_parser("evaluate", help="PANORAMA metrics (picai_eval) of detection maps against labels; "
+                        "several --detections folders are compared")
+    ev.add_argument("--detections", nargs="+", required=True, metavar="DIR",
+                    help="folders of detection maps (<case>_detection_map.mha/.nii.gz, or the GC layout)")
+    ev.add_argument("--labels", required=True, metavar="DIR", help="folder of <case>.nii.gz/.mha PANORAMA labels")
+    ev.add_argument("--likelihoods", nargs="+", metavar="JSON",
+                    help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
+                    "default: each map's maximum")
+    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
@@ -138,6 +229,21 @@ def cmd_evaluate(args) -> int:
     print(report.summary)
     print(f"report -> {args.output} (metrics.json, summary.md, roc.png, pr.png, froc.png)")
     return 0
+
+
+def add_bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="time our pipeline vs a baseline-style reference vs the network alone")
+    b.add_argument("--sizes", nargs="+", choices=["small", "full", "large"],
+                   help="phantom sizes (default: small full; large = 512 x 512 x 400, the memory target)")
+    b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
+    b.add_argument("--real-plans", action="store_true",
+                   help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
+    b.add_argument("--weights")
+    b.add_argument("--folds", type=int, nargs="+")
+    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    b.add_argument("--step", type=float)
+    b.add_argument("--json", help="also write all timings to this file")
+    b.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
@@ -152,6 +258,21 @@ def cmd_bench(args) -> int:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
     return 0
+
+
+def add_study_parser(sub) -> None:
+    st = sub.add_parser("study", help="train the lesion model per loss (CE vs Tversky family) and compare them")
+    st.add_argument("-o", "--output", default=str(Path("docs") / "study"), help="report folder")
+    st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
+    st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
+    st.add_argument("--epochs", type=int, help="override the number of epochs per arm")
+    st.add_argument("--optimizer", choices=["sgd", "adam"],
+                    help="sgd: nnU-Net's trainers; adam: their AdamW twins, for short CPU budgets "
+                         "(default: adam on phantoms, sgd on real data)")
+    st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
+    st.add_argument("--labels", help="real data: PANORAMA labels")
+    st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")
+    st.set_defaults(func=cmd_study)
 
 
 def cmd_study(args) -> int:
@@ -170,12 +291,23 @@ def cmd_study(args) -> int:
     return 0
 
 
+def add_manifest_parser(sub) -> None:
+    m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
+    m.add_argument("weights_dir")
+    m.set_defaults(func=cmd_manifest)
+
+
 def cmd_manifest(args) -> int:
     from pdac.infer.weights import write_manifest
 
     manifest = write_manifest(Path(args.weights_dir))
     print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'}")
     return 0
+
+
+def add_trainers_path_parser(sub) -> None:
+    tp = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
+    tp.set_defaults(func=cmd_trainers_path)
 
 
 def cmd_trainers_path(args) -> int:
@@ -189,116 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdac", description="PDAC detection in contrast-enhanced CT (PANORAMA).")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser("detect", help="run the pipeline on scans (files or folders)")
-    d.add_argument("inputs", nargs="+", help="scan files (.mha, .nii.gz, .nii, .mhd) or folders of them")
-    d.add_argument("-o", "--output", required=True, help="output folder")
-    d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
-    d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
-    add_pipeline_options(d)
-    d.set_defaults(func=cmd_detect)
-
-    ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
-    ph.add_argument("-o", "--output", required=True)
-    ph.add_argument("-n", type=int, default=10)
-    ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--size", choices=["small", "full", "large"], default="small",
-                    help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
-    ph.add_argument("--positive-fraction", type=float, default=0.5)
-    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
-    ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
-    ph.add_argument("--workers", type=int, default=1)
-    ph.set_defaults(func=cmd_phantom)
-
-    pr = sub.add_parser("prepare", help="PANORAMA scans + labels -> the two nnU-Net raw datasets")
-    pr.add_argument("--images", required=True)
-    pr.add_argument("--labels", required=True)
-    pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
-    pr.add_argument("--stage1-id", type=int, default=113)
-    pr.add_argument("--stage2-id", type=int, default=114)
-    pr.add_argument("--workers", type=int, default=1)
-    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"])
-    pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
-    pr.add_argument("--config")
-    pr.add_argument("--set", dest="overrides", action="append", default=[])
-    pr.set_defaults(func=cmd_prepare)
-
-    pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
-    pl.add_argument("dataset", type=int)
-    pl.add_argument("--planner", default="nnUNetPlannerResEncM")
-    pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
-    pl.add_argument("--workers", type=int, default=2)
-    pl.set_defaults(func=cmd_plan)
-
-    t = sub.add_parser("train", help="train one fold with nnU-Net (our trainers found via nnUNet_extTrainer)")
-    t.add_argument("dataset")
-    t.add_argument("fold")
-    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss")
-    t.add_argument("--plans", default="nnUNetResEncUNetMPlans")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--iterations", type=int, help="iterations per epoch")
-    t.add_argument("--val-iterations", type=int)
-    t.add_argument("--snapshot-every", type=int, default=0, help="keep checkpoint_epochNNNN.pth every N epochs")
-    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
-    t.add_argument("--no-validation", action="store_true")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
-    t.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")
-    s.add_argument("model_folder")
-    s.add_argument("--fold", type=int, default=0)
-    s.add_argument("--raw-dataset", required=True, help="the stage-2 nnU-Net raw dataset folder")
-    s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
-    add_pipeline_options(s)
-    s.set_defaults(func=cmd_select)
-
-    ev = sub.add_parser("evaluate", help="PANORAMA metrics (picai_eval) of detection maps against labels; "
-                        "several --detections folders are compared")
-    ev.add_argument("--detections", nargs="+", required=True, metavar="DIR",
-                    help="folders of detection maps (<case>_detection_map.mha/.nii.gz, or the GC layout)")
-    ev.add_argument("--labels", required=True, metavar="DIR", help="folder of <case>.nii.gz/.mha PANORAMA labels")
-    ev.add_argument("--likelihoods", nargs="+", metavar="JSON",
-                    help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
-                    "default: each map's maximum")
-    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
-    ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
-    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
-    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ev.set_defaults(func=cmd_evaluate)
-
-    b = sub.add_parser("bench", help="time our pipeline vs a baseline-style reference vs the network alone")
-    b.add_argument("--sizes", nargs="+", choices=["small", "full", "large"],
-                   help="phantom sizes (default: small full; large = 512 x 512 x 400, the memory target)")
-    b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
-    b.add_argument("--real-plans", action="store_true",
-                   help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
-    b.add_argument("--weights")
-    b.add_argument("--folds", type=int, nargs="+")
-    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
-    b.add_argument("--step", type=float)
-    b.add_argument("--json", help="also write all timings to this file")
-    b.set_defaults(func=cmd_bench)
-
-    st = sub.add_parser("study", help="train the lesion model per loss (CE vs Tversky family) and compare them")
-    st.add_argument("-o", "--output", default=str(Path("docs") / "study"), help="report folder")
-    st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
-    st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
-    st.add_argument("--epochs", type=int, help="override the number of epochs per arm")
-    st.add_argument("--optimizer", choices=["sgd", "adam"],
-                    help="sgd: nnU-Net's trainers; adam: their AdamW twins, for short CPU budgets "
-                         "(default: adam on phantoms, sgd on real data)")
-    st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
-    st.add_argument("--labels", help="real data: PANORAMA labels")
-    st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")
-    st.set_defaults(func=cmd_study)
-
-    m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
-    m.add_argument("weights_dir")
-    m.set_defaults(func=cmd_manifest)
-
-    tp = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
-    tp.set_defaults(func=cmd_trainers_path)
+    add_detect_parser(sub)
+    add_phantom_parser(sub)
+    add_prepare_parser(sub)
+    add_plan_parser(sub)
+    add_train_parser(sub)
+    add_select_parser(sub)
+    add_evaluate_parser(sub)
+    add_bench_parser(sub)
+    add_study_parser(sub)
+    add_manifest_parser(sub)
+    add_trainers_path_parser(sub)
     return p
 
 

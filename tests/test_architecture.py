@@ -1,0 +1,84 @@
+"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer).
+
+Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pdac"
+# Which rooms each room may import from (besides itself).
+ALLOWED = {
+    "shared": set(),  # config, labels, errors
+    "infer": {"shared"},
+    "train": {"shared", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
+    "evaluation": {"shared", "infer"},
+    "lab": {"shared", "infer", "train", "evaluation"},
+    "cli": {"shared", "infer", "train", "evaluation", "lab"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return "cli" if parts[-1] in ("cli", "__main__", "pdac") else "shared"
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in modules}
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(paths)
+    graph = {m: imports_of(p, modules) - {m} for m, p in paths.items()}
+    # importing a.b.c also imports the packages a.b and a: those edges are implied, not drawn
+    return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+
+
+def test_no_import_cycle(graph):
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_dependencies_point_one_way(graph):
+    wrong = sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps
+                   if room(d) != room(m) and room(d) not in ALLOWED[room(m)] and d != "pdac")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_graph_is_real(graph):
+    """Guards the two tests above against reading nothing."""
+    assert "pdac.infer.models" in graph["pdac.infer.pipeline"]
+    assert room("pdac.infer.pipeline") == "infer" and room("pdac.config") == "shared"
+    assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
