@@ -172,12 +172,28 @@ def add_train_parser(sub) -> None:
     t.add_argument("--no-validation", action="store_true")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
+    t.add_argument("--num-gpus", type=int, default=1,
+                   help="N > 1: nnU-Net's own multi-GPU (DDP) training on N CUDA devices")
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     from pdac.train import training
 
+    if args.num_gpus < 1:
+        raise UsageError("--num-gpus must be at least 1")
+    if args.num_gpus > 1:
+        budget = [f for f, v in (("--epochs", args.epochs), ("--iterations", args.iterations),
+                                 ("--val-iterations", args.val_iterations), ("--snapshot-every", args.snapshot_every),
+                                 ("--no-validation", args.no_validation)) if v]
+        if budget:
+            raise UsageError(f"{', '.join(budget)} cannot be combined with --num-gpus (nnU-Net's DDP training "
+                             "builds the trainer by name in each process: use a trainer variant)")
+        if args.device != "cuda":
+            raise UsageError("--num-gpus needs --device cuda")
+        training.train_multi_gpu(args.dataset, args.fold, args.trainer, args.plans, args.num_gpus,
+                                 continue_training=args.resume, pretrained=args.pretrained)
+        return 0
     out = training.train(args.dataset, args.fold, args.trainer, args.plans, epochs=args.epochs,
                          iterations=args.iterations, val_iterations=args.val_iterations,
                          snapshot_every=args.snapshot_every, device=args.device, validate=not args.no_validation,

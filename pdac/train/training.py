@@ -99,6 +99,25 @@ def _with_snapshots(trainer_cls, every: int):
     return type(trainer_cls.__name__, (trainer_cls,), {"on_epoch_end": on_epoch_end})
 
 
+def train_multi_gpu(dataset: str, fold: str | int, trainer: str, plans: str, num_gpus: int,
+                    configuration: str = "3d_fullres", continue_training: bool = False,
+                    pretrained: str | None = None) -> None:
+    """Hand one fold over to nnU-Net's own multi-GPU (DDP) training: one process per GPU, the trainer built
+    by name in each, so the per-run budget options of `train()` do not apply (use a trainer variant)."""
+    ensure_ext_trainer_path()
+    import torch
+    from nnunetv2.run import run_training as nnunet_run
+
+    from pdac.errors import UsageError
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if num_gpus > available:
+        raise UsageError(f"--num-gpus {num_gpus}: only {available} CUDA device(s) visible")
+    fold = fold if fold == "all" else int(fold)
+    nnunet_run.run_training(str(dataset), configuration, fold, trainer, plans, pretrained_weights=pretrained,
+                            num_gpus=num_gpus, continue_training=continue_training, device=torch.device("cuda"))
+
+
 def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration: str = "3d_fullres",
           epochs: int | None = None, iterations: int | None = None, val_iterations: int | None = None,
           snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False,
