@@ -81,6 +81,20 @@ def cmd_detect(args) -> int:
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard)
 
 
+def add_merge_parser(sub) -> None:
+    mg = sub.add_parser("merge", help="join the likelihood files of `pdac detect --shard K/N` runs")
+    mg.add_argument("output", help="the output folder the shards wrote to")
+    mg.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args) -> int:
+    from pdac.infer.shards import LIKELIHOODS, merge_shards
+
+    merged, n = merge_shards(Path(args.output))
+    print(f"{len(merged)} cases from {n} shards -> {Path(args.output) / LIKELIHOODS}")
+    return 0
+
+
 def add_phantom_parser(sub) -> None:
     ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
     ph.add_argument("-o", "--output", required=True)
@@ -338,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
     add_detect_parser(sub)
+    add_merge_parser(sub)
     add_phantom_parser(sub)
     add_prepare_parser(sub)
     add_plan_parser(sub)

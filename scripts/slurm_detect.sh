@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Example SLURM array job: spread a cohort over N machines with `pdac detect --shard K/N`.
 # Each task writes its own likelihood file (pdac-likelihood.shardKofN.json); per-case outputs share OUT.
-# Merge afterwards:  python -c "import json,glob; d={}; [d.update(json.load(open(f))) for f in \
-#   glob.glob('OUT/pdac-likelihood.shard*.json')]; json.dump(d, open('OUT/pdac-likelihood.json','w'), indent=2)"
+# Merge afterwards (refuses, naming them, if shards are missing):  .venv/bin/pdac merge OUT
 #
 # Submit:  sbatch --array=0-7 scripts/slurm_detect.sh /data/scans /data/pdac-out
+# or merge in a dependent job:
+#   jid=$(sbatch --parsable --array=0-7 scripts/slurm_detect.sh /data/scans /data/pdac-out)
+#   sbatch --dependency=afterok:$jid --wrap ".venv/bin/pdac merge /data/pdac-out"
 #SBATCH --job-name=pdac-detect
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
