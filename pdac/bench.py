@@ -134,6 +134,7 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
     from pdac.lesion import mask_probability
     from pdac.models import fold_checkpoints
     from pdac.trainers import trainers_path
+    from pdac.weights import unverified_model_folder
 
     config = load_config(overrides=overrides)
     tool = str(Path(sys.executable).with_name("nnUNetv2_predict_from_modelfolder"))
@@ -148,9 +149,9 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
 
         def predict(stage, cfg, extra):
             # the same folds and checkpoint names the pipeline would use
-            chosen = fold_checkpoints(weights / cfg.model, cfg)
+            chosen = fold_checkpoints(unverified_model_folder(weights / cfg.model), cfg)
             cmd = [tool, "-i", str(tmp / f"{stage}_in"), "-o", str(tmp / f"{stage}_out"),
-                   "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", chosen[0][1].name,
+                   "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", Path(chosen[0][1]).name,
                    "-device", "cpu", "-npp", "1", "-nps", "1",
                    "--disable_progress_bar", *([] if cfg.mirroring_on("cpu") else ["--disable_tta"]), *extra]
             subprocess.run(cmd, check=True, env=env, capture_output=True)
