@@ -163,13 +163,14 @@ def write_files_atomic(writers: list[tuple[Path, Callable[[str], None]]]) -> Non
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         for (path, _), tmp in zip(writers, temporaries, strict=True):
             current = Path(path)
-            with _signals_deferred():
-                renamed.append(current)
+            with _signals_deferred():  # a signal cannot fall between the rename and its record
                 os.replace(tmp, current)
+                renamed.append(current)
     except BaseException as e:
         with _signals_deferred():
             for leftover in temporaries + renamed:
-                leftover.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
         if isinstance(e, OSError | RuntimeError):
             raise OutputError(f"cannot write {current}: {e}") from None
         raise

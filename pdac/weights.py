@@ -144,7 +144,7 @@ def unverified_model_folder(folder: Path) -> ModelFiles:
     Only for folders you produced yourself: nothing is checked."""
     folder = Path(folder)
     names = []
-    for dirpath, _, filenames in os.walk(folder, onerror=_raise_unlistable):
+    for dirpath, _, filenames in os.walk(folder, onerror=_unlistable(folder, folder)):
         rel_dir = Path(dirpath).relative_to(folder)
         names.extend((rel_dir / f).as_posix() for f in filenames)
     return ModelFiles(folder, frozenset(names), lambda rel: _read_file(folder / rel, folder / rel))
@@ -181,9 +181,14 @@ def _hash_file(path: Path, shown: Path) -> str:
     return h.hexdigest()
 
 
-def _raise_unlistable(e: OSError) -> None:
-    raise WeightsError(f"cannot list weights folder {e.filename}: {e.strerror or e}; refusing to load "
-                       "weights that cannot all be checked")
+def _unlistable(folder: Path, root: Path):
+    """os.walk's onerror: a folder that cannot be listed could hide an unlisted checkpoint, so refuse."""
+    def refuse(e: OSError) -> None:
+        where = Path(e.filename) if e.filename else root
+        shown = folder / where.relative_to(root) if _inside(where, root) else where
+        raise WeightsError(f"cannot list weights folder {shown}: {e.strerror or e}; refusing to load weights "
+                           "that cannot all be checked")
+    return refuse
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -194,7 +199,7 @@ def _scan_folder(folder: Path, root: Path) -> list[str]:
     """Names (relative to `root`) of every regular *.pth file in the folder. Refuses folders that cannot
     be listed and symlinks that leave the folder (checkpoints behind them would escape the manifest)."""
     checkpoints = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_unlistable, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable(folder, root), followlinks=False):
         here = Path(dirpath)
         for name in dirnames + filenames:
             entry = here / name
