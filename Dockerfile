@@ -65,7 +65,7 @@ USER user
 # 3. Code, configuration and (demo) weights, last and in one layer: the context is an allow-list
 #    (.dockerignore), so this copies pdac/, process.py, pyproject.toml, resources/ and weights/.
 #    A model tarball uploaded to GC appears at /opt/ml/model and takes precedence over
-#    /opt/app/weights (pdac/weights.py). The check runs as the image's user: everything must be
+#    /opt/app/weights (pdac/infer/weights.py). The check runs as the image's user: everything must be
 #    readable, timm/torchvision must stay off the inference path, and /tmp must stay empty.
 COPY . /opt/app/
 RUN python -c "import os, sys, pathlib, nnunetv2, pdac.infer.pipeline, pdac.infer.models, \

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pdac.cli import setup_logging
 from pdac.config import load_config
-from pdac.errors import InputError, PdacError, UsageError
+from pdac.errors import InputError, Interrupted, PdacError, UsageError, raise_on_termination_signals
 
 log = logging.getLogger("process")
 
@@ -21,14 +21,20 @@ def find_scan(input_root: Path) -> Path:
     from evalutils.validators import NumberOfCasesValidator
     from pandas import DataFrame
 
+    from pdac.infer.io import shown
+
     folder = input_root / "images" / "venous-ct"
     if not folder.is_dir():
         raise InputError(f"input folder not found: {folder}")
-    scans = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".mha")
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as e:
+        raise InputError(f"{folder}: cannot list the input folder ({e.strerror or e})") from None
+    scans = [p for p in files if p.suffix.lower() == ".mha"]
     try:
         NumberOfCasesValidator(num_cases=1).validate(df=DataFrame({"path": scans}))
     except Exception:  # evalutils raises ValidationError with a multi-line message
-        others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".mha")
+        others = [shown(p.name) for p in files if p.suffix.lower() != ".mha"]
         raise InputError(f"expected exactly one .mha scan in {folder}, found {len(scans)}"
                          + (f" (other files: {', '.join(others[:5])})" if others else "")) from None
     return scans[0]
@@ -41,7 +47,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        from pdac.infer.io import ensure_writable_dir, read_image, write_image_atomic, write_json_atomic
+        raise_on_termination_signals()  # GC's time limit sends SIGTERM
+        from pdac.infer.io import ensure_writable_dir, image_writer, json_writer, read_image, write_files_atomic
         from pdac.infer.pipeline import Pipeline
 
         scan_path = find_scan(args.input)
@@ -49,16 +56,14 @@ def main(argv=None) -> int:
         map_path = args.output / "images" / "pdac-detection-map" / "detection_map.mha"
         ensure_writable_dir(map_path.parent)
         result = Pipeline(load_config()).run(scan, scan_path.name)
-        write_image_atomic(result.detection_map, map_path)
-        try:
-            write_json_atomic(result.likelihood, args.output / "pdac-likelihood.json")
-        except PdacError:
-            map_path.unlink(missing_ok=True)  # never leave half of the outputs behind
-            raise
+        # Both outputs go to temporaries first and are renamed map, then likelihood; a failure or signal
+        # removes both. Only SIGKILL between the two renames can leave a map without its likelihood.
+        write_files_atomic([(map_path, image_writer(result.detection_map)),
+                            (args.output / "pdac-likelihood.json", json_writer(result.likelihood))])
         log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s)", scan_path.name, result.likelihood,
                  len(result.lesions))
         return 0
-    except (PdacError, UsageError) as e:
+    except (PdacError, UsageError, Interrupted) as e:
         log.error("%s", e)
         return e.exit_code
 

@@ -1,7 +1,7 @@
 """`pdac` command line: a thin layer over the package's functions.
 
 Exit codes: 0 ok; 1 at least one case failed in `pdac detect`; 2 usage error; 3 input error;
-4 weights error; 5 output error; 130 interrupted.
+4 weights error; 5 output error; 130 / 143 interrupted (SIGINT / SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from pdac.errors import PdacError, UsageError
+from pdac.errors import Interrupted, PdacError, UsageError
 
 log = logging.getLogger("pdac")
 
@@ -74,7 +74,10 @@ def add_detect_parser(sub) -> None:
 
 
 def cmd_detect(args) -> int:
+    from pdac.errors import raise_on_termination_signals
     from pdac.infer.batch import detect_batch, parse_shard
+
+    raise_on_termination_signals()  # a case's half-written outputs are removed, finished cases stay
 
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return args.func(args)
-    except PdacError as e:
+    except (PdacError, Interrupted) as e:
         log.error("%s", e)
         return e.exit_code
     except KeyboardInterrupt:

@@ -71,6 +71,16 @@ class DetectionConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on the work one scan may cause, checked before the arrays are allocated (exit 3 beyond them).
+    The scan's own voxel count is bounded separately (pdac.infer.io.MAX_VOXELS)."""
+
+    max_extent_mm: float = 2000.0  # size x spacing of any image axis
+    max_stage1_voxels: int = 16_000_000  # the scan resampled to the stage-1 (and pancreas model's) spacing
+    max_stage2_voxels: int = 250_000_000  # the crop resampled to the lesion model's spacing
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
@@ -82,6 +92,7 @@ class PipelineConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:

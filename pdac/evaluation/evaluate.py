@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MIN_OVERLAP = 0.10
 OVERLAP_FUNC = "IoU"
+PANORAMA_MAX_LABEL = 6  # 0 background, 1 PDAC, 2 veins, 3 arteries, 4 pancreas, 5 duct, 6 common bile duct
 DETECTION_SUFFIX = "_detection_map"
 GC_MAP_FOLDER = Path("images") / "pdac-detection-map"
 GC_LIKELIHOOD = "pdac-likelihood.json"
@@ -225,6 +226,18 @@ def pdac_truth(label: np.ndarray) -> np.ndarray:
     return (np.asarray(label) == Label.PDAC).astype(np.int32)
 
 
+def check_label_values(label: np.ndarray, what: str) -> None:
+    """PANORAMA labels hold the integers 0..6; anything else (a huge value that wraps to 1 in a narrower
+    integer type, a float mask) would silently change which voxels count as PDAC."""
+    if label.size == 0:
+        return
+    low, high = label.min(), label.max()
+    fractional = label.dtype.kind == "f" and bool(np.any(label != np.floor(label)))
+    if low < 0 or high > PANORAMA_MAX_LABEL or fractional:
+        raise InputError(f"{what}: label values must be PANORAMA's integers 0..{PANORAMA_MAX_LABEL}, found "
+                         f"{'non-integer values, ' if fractional else ''}{low:g} to {high:g}")
+
+
 def evaluate_case(detection: np.ndarray, label: np.ndarray, what: str = "case") -> CaseResult:
     """picai_eval's lesion matching for one case (IoU >= 0.1, truth = label == 1) plus the lesion Dice."""
     _, picai_evaluate_case = _picai()
@@ -234,6 +247,9 @@ def evaluate_case(detection: np.ndarray, label: np.ndarray, what: str = "case") 
         raise InputError(f"{what}: detection map shape {detection.shape} differs from label shape {label.shape}")
     if not np.all(np.isfinite(detection)):
         raise InputError(f"{what}: detection map has non-finite values")
+    if detection.size and (detection.min() < 0 or detection.max() > 1):
+        raise InputError(f"{what}: detection map values must lie in [0, 1] (likelihoods), found "
+                         f"{detection.min():g} to {detection.max():g}")
     try:
         y_list, confidence, _, _ = picai_evaluate_case(
             y_det=detection, y_true=label, min_overlap=MIN_OVERLAP, overlap_func=OVERLAP_FUNC,
@@ -455,6 +471,7 @@ def evaluate_sets(sets: Sequence[DetectionSet], labels: Mapping[str, Path]) -> l
     for c in tqdm(sorted(labels), desc="evaluate", unit="case", disable=None):
         label_img = read_image(labels[c], dtype=None)
         label = sitk.GetArrayFromImage(label_img)
+        check_label_values(label, labels[c].name)
         for i, s in enumerate(sets):
             what = f"{s.name}/{c}"
             det_img = read_image(s.maps[c])

@@ -10,12 +10,23 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pdac.config import PipelineConfig
-from pdac.errors import PdacError, UsageError
-from pdac.infer.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
+from pdac.errors import OutputError, PdacError, UsageError
+from pdac.infer.io import (
+    case_id,
+    ensure_writable_dir,
+    find_images,
+    image_writer,
+    json_writer,
+    merge_json_object,
+    read_image,
+    shown,
+    utf8_name,
+    write_files_atomic,
+)
+from pdac.infer.shards import LIKELIHOODS, shard_file_name
 
 log = logging.getLogger(__name__)
 
-LIKELIHOODS = "pdac-likelihood.json"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -28,47 +39,93 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def unusable_name(path: Path) -> str | None:
+    """Why a scan's file name cannot name a case (None when it can)."""
+    if not utf8_name(path):
+        return "file name is not valid UTF-8 (rename it); skipped"
+    if not case_id(path):
+        return "file name gives an empty case id (nothing before _0000 and the extension); skipped"
+    return None
+
+
+def _check_merge_target(path: Path) -> None:
+    """Refuse, before any work, a likelihood file that the per-case merges could not update."""
+    import json
+
+    if path.exists():
+        try:
+            ok = isinstance(json.loads(path.read_text()), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise OutputError(f"{path}: exists but is not a readable JSON object; cannot merge into it")
+
+
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
                  overlays: bool = False, shard: tuple[int, int] | None = None) -> int:
-    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed)."""
+    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed).
+
+    A case's outputs (map, lesion list, overlay) are written as a set, all or nothing; its likelihood is
+    then merged into the batch's likelihood file under a file lock, so several runs (shards) can write to
+    one output folder at the same time without dropping each other's cases."""
     from pdac.infer.pipeline import Pipeline
 
     scans = find_images([Path(p) for p in inputs])
-    ids = [case_id(p) for p in scans]
+    failures: dict[str, str] = {}
+    usable = []
+    for path in scans:
+        reason = unusable_name(path)
+        if reason:
+            failures[shown(path.name)] = reason
+            log.error("%s: %s", shown(path), reason)
+        else:
+            usable.append(path)
+    ids = [case_id(p) for p in usable]
     duplicates = sorted({c for c in ids if ids.count(c) > 1})
     if duplicates:
         raise UsageError(f"several inputs map to the same case id: {', '.join(duplicates[:5])}")
+    scans = usable
     if shard:
         k, n = shard
         scans = scans[k::n]
-    if not scans:
+    if not scans and not failures:
         raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files)")
     ensure_writable_dir(out)
-    pipeline = Pipeline(config, weights)
-    likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
-    likelihoods: dict[str, float] = {}
-    failures: dict[str, str] = {}
+    likelihood_file = out / (LIKELIHOODS if not shard else shard_file_name(*shard))
+    _check_merge_target(likelihood_file)
+    pipeline = Pipeline(config, weights) if scans else None
+    done = 0
     for path in tqdm(scans, desc="detect", unit="scan"):
         case = case_id(path)
         t0 = time.perf_counter()
         try:
             scan = read_image(path)
             result = pipeline.run(scan, case)
-            write_image_atomic(result.detection_map, out / f"{case}_detection_map.mha")
-            write_json_atomic({
-                "case": case,
-                "likelihood": result.likelihood,
-                "pancreas_found": result.pancreas_found,
-                "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
-                "lesions": [dataclasses.asdict(le) for le in result.lesions],
-                "weights": str(pipeline.weights_dir),
-            }, out / f"{case}_lesions.json")
+            outputs = [
+                (out / f"{case}_detection_map.mha", image_writer(result.detection_map)),
+                (out / f"{case}_lesions.json", json_writer({
+                    "case": case,
+                    "likelihood": result.likelihood,
+                    "pancreas_found": result.pancreas_found,
+                    "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
+                    "lesions": [dataclasses.asdict(le) for le in result.lesions],
+                    "weights": str(pipeline.weights_dir),
+                })),
+            ]
             if overlays:
                 from pdac.infer.overlay import save_detection_overlay
 
-                save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
-                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")
-            likelihoods[case] = result.likelihood
+                outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, case=case:
+                                save_detection_overlay(scan, result.detection_map, Path(tmp),
+                                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")))
+            write_files_atomic(outputs)
+            try:
+                merge_json_object(likelihood_file, {case: result.likelihood})
+            except BaseException:
+                for target, _ in outputs:  # a case without its likelihood would be half written
+                    target.unlink(missing_ok=True)
+                raise
+            done += 1
             log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
                      len(result.lesions), time.perf_counter() - t0,
                      ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
@@ -78,9 +135,6 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
             failures[case] = f"{type(e).__name__}: {e}"
             log.exception("%s: unexpected error", case)
-    if likelihoods:
-        write_json_atomic(likelihoods, likelihood_file)
-    log.info("done: %d ok, %d failed%s", len(likelihoods), len(failures),
+    log.info("done: %d ok, %d failed%s", done, len(failures),
              "".join(f"\n  {c}: {m}" for c, m in failures.items()))
     return 1 if failures else 0
-

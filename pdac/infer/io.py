@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from pdac.errors import InputError, OutputError
+from pdac.infer.metaimage import check_metaimage
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
 CHANNEL_SUFFIX = "_0000"
 # Resource guard: the largest PANORAMA scan is about 512 x 512 x 2900 voxels (1.3 m at 0.45 mm slices);
 # the pipeline holds a few float32 copies of the scan, so 1e9 voxels needs roughly 12-16 GB of memory.
 MAX_VOXELS = 1_000_000_000
+SCALAR_PIXEL_TYPES = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
+                      sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64}
+
+
+def shown(path: Path | str) -> str:
+    """A path as it can be printed and logged, whatever bytes its name holds (undecodable bytes as \\xNN)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def utf8_name(path: Path) -> bool:
+    """Whether the path is valid UTF-8 (SimpleITK's native code aborts the process on one that is not)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def image_suffix(path: Path) -> str | None:
@@ -38,11 +58,14 @@ def find_images(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(f for f in p.iterdir() if f.is_file() and image_suffix(f)))
+            try:
+                found.extend(sorted(f for f in p.iterdir() if f.is_file() and image_suffix(f)))
+            except OSError as e:
+                raise InputError(f"{shown(p)}: cannot list the input folder ({e.strerror or e})") from None
         elif p.exists():
             found.append(p)
         else:
-            raise InputError(f"{p}: no such file or folder")
+            raise InputError(f"{shown(p)}: no such file or folder")
     return found
 
 
@@ -52,33 +75,40 @@ def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
     The header is checked before the pixels are read, so an absurdly large image is refused
     without allocating it."""
     path = Path(path)
+    name = shown(path.name)
+    if not utf8_name(path):
+        raise InputError(f"{name}: file name is not valid UTF-8 (rename it)")
     if not path.is_file():
-        raise InputError(f"{path}: not a file")
+        raise InputError(f"{shown(path)}: not a file")
     if not image_suffix(path):
-        raise InputError(f"{path.name}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{name}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})")
+    if image_suffix(path) in (".mha", ".mhd"):
+        check_metaimage(path, MAX_VOXELS)  # data location, element type, compressed data: before SimpleITK
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
         size = reader.GetSize()
         if reader.GetNumberOfComponents() != 1:
-            raise InputError(f"{path.name}: vector/multi-channel pixels are not supported (need a scalar CT)")
+            raise InputError(f"{name}: vector/multi-channel pixels are not supported (need a scalar CT)")
         if len(size) == 4 and size[3] == 1:
             size = size[:3]
         if len(size) != 3:
-            raise InputError(f"{path.name}: expected a 3D image, got {len(size)}D")
+            raise InputError(f"{name}: expected a 3D image, got {len(size)}D")
         if int(np.prod(size, dtype=np.int64)) > MAX_VOXELS:
-            raise InputError(f"{path.name}: {'x'.join(map(str, size))} voxels exceeds the limit of "
+            raise InputError(f"{name}: {'x'.join(map(str, size))} voxels exceeds the limit of "
                              f"{MAX_VOXELS:,} voxels")
         image = reader.Execute()
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         detail = lines[-1][:160] if lines else "unreadable"
-        raise InputError(f"{path.name}: cannot read image ({detail})") from None
+        raise InputError(f"{name}: cannot read image ({detail})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() not in SCALAR_PIXEL_TYPES:
+        raise InputError(f"{name}: unsupported pixel type {image.GetPixelIDTypeAsString()} (need a numeric scalar)")
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     if min(image.GetSpacing()) <= 0 or not np.all(np.isfinite(image.GetSpacing())):
-        raise InputError(f"{path.name}: invalid voxel spacing {image.GetSpacing()}")
+        raise InputError(f"{name}: invalid voxel spacing {image.GetSpacing()}")
     return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
 
 
@@ -97,33 +127,116 @@ def ensure_writable_dir(out: Path) -> None:
         raise OutputError(f"output folder {out} is not writable: {e.strerror or e}") from None
 
 
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGTERM/SIGINT for a few statements of bookkeeping, so an interrupt cannot fall between
+    creating or renaming a file and recording it for clean-up."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes),
-                                   dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise OutputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def write_files_atomic(writers: list[tuple[Path, Callable[[str], None]]]) -> None:
+    """Write a set of files all or nothing: each `write(temporary_path)` writes a temporary beside its
+    target (same extension, so writers that choose the format by it work), then the temporaries are renamed
+    in the given order. On any failure or interrupt the temporaries and the files of the set already
+    renamed are removed."""
+    temporaries: list[Path] = []
+    renamed: list[Path] = []
+    current = writers[0][0] if writers else Path()
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        for path, write in writers:
+            current = Path(path)
+            try:
+                current.parent.mkdir(parents=True, exist_ok=True)
+                with _signals_deferred():
+                    fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".part" + "".join(current.suffixes),
+                                               dir=current.parent)
+                    temporaries.append(Path(tmp))
+                os.close(fd)
+            except OSError as e:
+                raise OutputError(f"cannot write to {current.parent}: {e.strerror or e}") from None
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        for (path, _), tmp in zip(writers, temporaries, strict=True):
+            current = Path(path)
+            with _signals_deferred():  # a signal cannot fall between the rename and its record
+                os.replace(tmp, current)
+                renamed.append(current)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        with _signals_deferred():
+            for leftover in temporaries + renamed:
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
         if isinstance(e, OSError | RuntimeError):
-            raise OutputError(f"cannot write {path}: {e}") from None
+            raise OutputError(f"cannot write {current}: {e}") from None
         raise
 
 
-def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    def write(tmp):
-        # SimpleITK picks the writer from the extension; write to a temp file with the same extension.
-        sitk.WriteImage(image, tmp, useCompression=compress)
+def _atomic(path: Path, write) -> None:
+    write_files_atomic([(Path(path), write)])
 
-    _atomic(path, write)
+
+def image_writer(image: sitk.Image, compress: bool = True) -> Callable[[str], None]:
+    # SimpleITK picks the writer from the extension; the temporary keeps it.
+    return lambda tmp: sitk.WriteImage(image, tmp, useCompression=compress)
+
+
+def json_writer(data) -> Callable[[str], None]:
+    return lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    _atomic(path, image_writer(image, compress))
 
 
 def write_json_atomic(data, path: Path) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+    _atomic(path, json_writer(data))
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock between processes (fcntl.flock on `path`, created and removed here). The lock file
+    is removed while still held; a waiter that then finds another file at `path` starts again."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputError(f"cannot create lock file {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def merge_json_object(path: Path, entries: dict) -> dict:
+    """Add `entries` to the JSON object in `path` (created if missing), read-modify-write under a lock, so
+    that processes merging into one file concurrently never drop each other's entries. Returns the result."""
+    path = Path(path)
+    with locked(path.parent / f".{path.name}.lock"):
+        merged = {}
+        if path.exists():
+            try:
+                merged = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise OutputError(f"{path}: cannot merge into it ({e}); move it away") from None
+            if not isinstance(merged, dict):
+                raise OutputError(f"{path}: cannot merge into it (not a JSON object); move it away")
+        merged.update(entries)
+        write_json_atomic(merged, path)
+    return merged

@@ -7,11 +7,11 @@ class, so folders from trainers we do not have (the official baseline's
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,7 @@ import torch
 
 from pdac.config import ModelConfig
 from pdac.errors import WeightsError
+from pdac.infer.weights import ModelFiles, is_plain_relative
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +34,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fold_checkpoints(folder: Path, cfg: ModelConfig) -> list[tuple[str, Path]]:
-    """(fold, checkpoint path) per fold to use: the configured folds, or every fold_* folder;
-    per fold the first existing name of `cfg.checkpoints`."""
-    folder = Path(folder)
+def _fold_key(fold: str):
+    return (not fold.isdigit(), int(fold) if fold.isdigit() else 0, fold)
+
+
+def fold_checkpoints(files: ModelFiles, cfg: ModelConfig) -> list[tuple[str, str]]:
+    """(fold, checkpoint name relative to the model folder) per fold to use: the configured folds, or
+    every fold_* folder among `files`; per fold the first present name of `cfg.checkpoints`. Checkpoint
+    names must be plain file names: a path from the configuration never reaches the loader."""
+    for name in cfg.checkpoints:
+        if not is_plain_relative(name) or "/" in name:
+            raise WeightsError(f"checkpoint name must be a file name inside the fold folder, got {name!r}")
     if cfg.folds:
-        fold_dirs = [folder / f"fold_{f}" for f in cfg.folds]
+        folds = [str(f) for f in cfg.folds]
     else:
-        fold_dirs = sorted((d for d in folder.glob("fold_*") if d.is_dir()),
-                           key=lambda d: (not d.name[5:].isdigit(), int(d.name[5:]) if d.name[5:].isdigit() else 0))
+        folds = sorted({n.split("/", 1)[0][5:] for n in files.names if n.startswith("fold_") and "/" in n},
+                       key=_fold_key)
     chosen = []
-    for d in fold_dirs:
-        ckpt = next((d / c for c in cfg.checkpoints if (d / c).is_file()), None)
+    for fold in folds:
+        ckpt = next((f"fold_{fold}/{c}" for c in cfg.checkpoints if f"fold_{fold}/{c}" in files.names), None)
         if ckpt is None:
-            raise WeightsError(f"{d}: no checkpoint ({', '.join(cfg.checkpoints)})")
-        chosen.append((d.name[5:], ckpt))
+            raise WeightsError(f"{files.folder / f'fold_{fold}'}: no checkpoint ({', '.join(cfg.checkpoints)})")
+        chosen.append((fold, ckpt))
     if not chosen:
-        raise WeightsError(f"{folder}: no fold_N folder with a checkpoint")
+        raise WeightsError(f"{files.folder}: no fold_N folder with a checkpoint")
     return chosen
 
 
@@ -69,50 +77,105 @@ class Model:
     def configuration_manager(self):
         return self.predictor.configuration_manager
 
+    @property
+    def spacing_xyz(self) -> tuple[float, float, float]:
+        """The spacing nnU-Net resamples its input to, in SimpleITK's (x, y, z) order."""
+        zyx = [0.0, 0.0, 0.0]
+        for i, axis in enumerate(self.plans_manager.transpose_forward):
+            zyx[axis] = float(self.configuration_manager.spacing[i])
+        return tuple(zyx[::-1])
 
-def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
-    """Load the folds of an nnU-Net trained-model folder (checksums must be verified by the caller)."""
+
+def _json(files: ModelFiles, name: str) -> dict:
+    if name not in files.names:
+        raise WeightsError(f"weights file missing: {files.folder / name}")
+    try:
+        data = json.loads(files.read_bytes(name))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{files.folder / name}: not valid JSON ({str(e)[:100]})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{files.folder / name}: expected a JSON object")
+    return data
+
+
+def _checkpoint(files: ModelFiles, name: str) -> dict:
+    """Unpickle a checkpoint from the bytes `files` verified, and check the metadata the loader uses."""
+    shown = files.folder / name
+    data = files.read_bytes(name)
+    try:
+        # nnU-Net checkpoints are pickles (numpy scalars, dicts): weights_only=False is required under
+        # torch >= 2.6. These bytes are the ones whose SHA-256 matched the manifest (see pdac.infer.weights).
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise WeightsError(f"cannot load checkpoint {shown}: {type(e).__name__}: {str(e)[:160]}") from None
+    del data
+    odd = None
+    if not isinstance(ckpt, dict):
+        odd = f"a {type(ckpt).__name__}, not a dict"
+    elif not isinstance(ckpt.get("network_weights"), dict):
+        odd = "no network_weights"
+    elif not isinstance(ckpt.get("init_args", {}), dict) or not isinstance(
+            ckpt.get("init_args", {}).get("configuration", ""), str):
+        odd = "init_args is not {configuration: name}"
+    elif not isinstance(ckpt.get("trainer_name", ""), str):
+        odd = "trainer_name is not a string"
+    else:
+        axes = ckpt.get("inference_allowed_mirroring_axes")
+        if axes is not None and (not isinstance(axes, list | tuple) or not all(
+                isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2 for a in axes)):
+            odd = "inference_allowed_mirroring_axes is not a list of axes 0..2"
+    if odd:
+        raise WeightsError(f"checkpoint {shown}: unexpected contents ({odd})")
+    return ckpt
+
+
+def load_model(files: ModelFiles, cfg: ModelConfig, device: torch.device) -> Model:
+    """Load the folds of an nnU-Net trained-model folder. `files` is where every byte comes from: the
+    manifest-verified files of a weights folder (`VerifiedWeights.model`), or one's own training output
+    (`unverified_model_folder`)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    folder = Path(folder)
-    for required in ("dataset.json", "plans.json"):
-        if not (folder / required).is_file():
-            raise WeightsError(f"weights file missing: {folder / required}")
-    dataset_json = json.loads((folder / "dataset.json").read_text())
-    plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    dataset_json = _json(files, "dataset.json")
+    plans = _json(files, "plans.json")
+    chosen = fold_checkpoints(files, cfg)  # names are checked before anything is unpickled
     parameters, configuration, trainer_name, mirror_axes, folds = [], None, None, None, []
-    for fold, ckpt_path in fold_checkpoints(folder, cfg):
-        try:
-            # nnU-Net checkpoints are pickles (numpy scalars, dicts): weights_only=False is required
-            # under torch >= 2.6. Their SHA-256 was checked against the manifest before this point.
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            parameters.append(ckpt["network_weights"])
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise WeightsError(f"cannot load checkpoint {ckpt_path}: {type(e).__name__}: {e}") from None
+    for fold, ckpt_name in chosen:
+        ckpt = _checkpoint(files, ckpt_name)
+        parameters.append(ckpt["network_weights"])
         configuration = ckpt.get("init_args", {}).get("configuration", configuration)
         trainer_name = ckpt.get("trainer_name", trainer_name)
         mirror_axes = ckpt.get("inference_allowed_mirroring_axes", mirror_axes)
         folds.append(fold)
     configuration = configuration or "3d_fullres"
-    configuration_manager = plans_manager.get_configuration(configuration)
-    label_manager = plans_manager.get_label_manager(dataset_json)
-    network = get_network_from_plans(
-        configuration_manager.network_arch_class_name,
-        configuration_manager.network_arch_init_kwargs,
-        configuration_manager.network_arch_init_kwargs_req_import,
-        determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
-        label_manager.num_segmentation_heads,
-        allow_init=False,
-        deep_supervision=False,
-    )
     try:
-        network.load_state_dict(parameters[0])
-    except RuntimeError as e:
-        msg = re.sub(r"\s+", " ", str(e))[:200]
-        raise WeightsError(f"{folder}: checkpoint does not match plans.json ({msg})") from None
+        plans_manager = PlansManager(plans)
+        configuration_manager = plans_manager.get_configuration(configuration)
+        label_manager = plans_manager.get_label_manager(dataset_json)
+        network = get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import,
+            determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
+            label_manager.num_segmentation_heads,
+            allow_init=False,
+            deep_supervision=False,
+        )
+        spacing = [float(v) for v in configuration_manager.spacing]
+        if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+            raise ValueError(f"configuration spacing {configuration_manager.spacing}")
+    except Exception as e:  # noqa: BLE001 - nnU-Net raises anything on malformed plans/dataset.json
+        msg = re.sub(r"\s+", " ", f"{type(e).__name__}: {e}")[:200]
+        raise WeightsError(f"{files.folder}: plans.json/dataset.json unusable for configuration "
+                           f"{configuration!r} ({msg})") from None
+    for fold, params in zip(folds, parameters, strict=True):
+        try:
+            network.load_state_dict(params)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+            msg = re.sub(r"\s+", " ", str(e))[:200]
+            raise WeightsError(f"{files.folder}: fold {fold} checkpoint does not match plans.json ({msg})") from None
     mirroring = cfg.mirroring_on(device.type)
     predictor = nnUNetPredictor(
         tile_step_size=cfg.tile_step_size,
@@ -126,9 +189,10 @@ def load_model(folder: Path, cfg: ModelConfig, device: torch.device) -> Model:
     )
     predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
                                     trainer_name or "nnUNetTrainer", mirror_axes)
-    log.info("loaded %s: %s, folds %s, %s, TTA %s", folder.name, configuration_manager.network_arch_class_name
+    name = files.folder.name
+    log.info("loaded %s: %s, folds %s, %s, TTA %s", name, configuration_manager.network_arch_class_name
              .rsplit(".", 1)[-1], ",".join(folds), device, "on" if mirroring and mirror_axes else "off")
-    return Model(folder.name, predictor, folds)
+    return Model(name, predictor, folds)
 
 
 def preprocess(model: Model, image: sitk.Image) -> tuple[torch.Tensor, dict]:

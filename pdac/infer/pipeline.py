@@ -14,15 +14,23 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from pdac.config import PipelineConfig
+from pdac.config import LimitsConfig, PipelineConfig
 from pdac.errors import InputError
 from pdac.infer.candidates import Lesion, candidates, lesion_list
-from pdac.infer.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
+from pdac.infer.geometry import (
+    Region,
+    centred_region,
+    copy_geometry,
+    crop,
+    crop_region_around_mask,
+    paste,
+    resampled_size,
+)
 from pdac.infer.io import MAX_VOXELS
 from pdac.infer.lesion import lesion_probability, mask_probability
-from pdac.infer.models import load_model, resolve_device
+from pdac.infer.models import Model, load_model, resolve_device
 from pdac.infer.pancreas import segment_pancreas
-from pdac.infer.weights import resolve_weights_dir, verify_weights
+from pdac.infer.weights import find_weights_dir, verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +73,53 @@ def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
     return scan
 
 
+def _resampled_voxels(extent_mm: np.ndarray, spacing_mm) -> int:
+    """Voxels of a grid covering `extent_mm` (x, y, z) at `spacing_mm`, rounded as nnU-Net rounds."""
+    return int(np.prod(np.maximum(1, np.round(extent_mm / np.asarray(spacing_mm, dtype=np.float64))),
+                       dtype=np.float64))
+
+
+def check_stage1_work(scan: sitk.Image, stage1_spacing_mm, pancreas_model: Model, limits: LimitsConfig,
+                      name: str = "scan") -> None:
+    """Refuse (InputError) a scan whose physical extent or stage-1 grids exceed the limits, before any
+    resampling allocates them: small files can describe enormous volumes (2 MB at 40 mm spacing)."""
+    extent = np.asarray(scan.GetSize(), dtype=np.float64) * np.asarray(scan.GetSpacing())
+    if extent.max() > limits.max_extent_mm:
+        raise InputError(f"{name}: physical extent {'x'.join(f'{v:.0f}' for v in extent)} mm exceeds the limit "
+                         f"of {limits.max_extent_mm:g} mm per axis (limits.max_extent_mm)")
+    low_extent = np.asarray(resampled_size(scan, stage1_spacing_mm), dtype=np.float64) * np.asarray(stage1_spacing_mm)
+    voxels = max(_resampled_voxels(extent, stage1_spacing_mm),
+                 _resampled_voxels(low_extent, pancreas_model.spacing_xyz))
+    if voxels > limits.max_stage1_voxels:
+        raise InputError(f"{name}: {voxels:,} voxels after resampling for stage 1 exceeds the limit of "
+                         f"{limits.max_stage1_voxels:,} (limits.max_stage1_voxels)")
+
+
+def check_stage2_work(scan: sitk.Image, region: Region, lesion_model: Model, limits: LimitsConfig,
+                      name: str = "scan") -> None:
+    """Refuse (InputError) a crop whose grid at the lesion model's spacing exceeds the limit, before cropping."""
+    extent = np.asarray(region.size, dtype=np.float64) * np.asarray(scan.GetSpacing())
+    voxels = _resampled_voxels(extent, lesion_model.spacing_xyz)
+    if voxels > limits.max_stage2_voxels:
+        raise InputError(f"{name}: {voxels:,} voxels after cropping and resampling for stage 2 exceeds the limit "
+                         f"of {limits.max_stage2_voxels:,} (limits.max_stage2_voxels)")
+
+
 class Pipeline:
     def __init__(self, config: PipelineConfig, weights: str | None = None):
         self.config = config
-        self.weights_dir = resolve_weights_dir(weights)
+        self.weights_dir, why = find_weights_dir(weights)
+        log.info("using weights %s (%s)", self.weights_dir, why)
         needed = [f"{m}/{f}" for m in (config.stage1.model, config.stage2.model)
                   for f in ("dataset.json", "plans.json")]
-        verify_weights(self.weights_dir, needed)  # before any checkpoint is unpickled
+        # Every byte the models are built from comes from `verified`: checked before any checkpoint is
+        # unpickled, and hashed again as it is read (pdac.infer.weights).
+        verified = verify_weights(self.weights_dir, needed)
         self.device = resolve_device(config.runtime.device)
         if config.runtime.threads > 0:
             torch.set_num_threads(config.runtime.threads)
-        self.pancreas_model = load_model(self.weights_dir / config.stage1.model, config.stage1, self.device)
-        self.lesion_model = load_model(self.weights_dir / config.stage2.model, config.stage2, self.device)
+        self.pancreas_model = load_model(verified.model(config.stage1.model), config.stage1, self.device)
+        self.lesion_model = load_model(verified.model(config.stage2.model), config.stage2, self.device)
 
     def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
         cfg = self.config
@@ -90,14 +133,18 @@ class Pipeline:
             t = now
 
         scan = sanitize(scan, name)
+        check_stage1_work(scan, cfg.stage1.spacing_mm, self.pancreas_model, cfg.limits, name)
         low_grid, pancreas_mask = segment_pancreas(self.pancreas_model, scan, cfg.stage1.spacing_mm)
         lap("stage1")
         region = crop_region_around_mask(pancreas_mask, low_grid, scan, cfg.crop.margins_mm)
         pancreas_found = region is not None
+        log.info("%s: stage 1 done in %.1f s, pancreas %s", name, seconds["stage1"],
+                 "found" if pancreas_found else "not found")
         if not pancreas_found:
             log.warning("%s: no pancreas found; falling back to a %s mm box around the scan centre",
                         name, "x".join(f"{v:g}" for v in cfg.crop.fallback_extent_mm))
             region = centred_region(scan, cfg.crop.fallback_extent_mm)
+        check_stage2_work(scan, region, self.lesion_model, cfg.limits, name)
         roi = crop(scan, region)
         probability = lesion_probability(self.lesion_model, roi, cfg.stage2.lesion_channel)
         lap("stage2")

@@ -142,6 +142,7 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
     from pdac.infer.io import read_image
     from pdac.infer.lesion import mask_probability
     from pdac.infer.models import fold_checkpoints
+    from pdac.infer.weights import unverified_model_folder
     from pdac.train.trainers import trainers_path
 
     config = load_config(overrides=overrides)
@@ -157,9 +158,9 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
 
         def predict(stage, cfg, extra):
             # the same folds and checkpoint names the pipeline would use
-            chosen = fold_checkpoints(weights / cfg.model, cfg)
+            chosen = fold_checkpoints(unverified_model_folder(weights / cfg.model), cfg)
             cmd = [tool, "-i", str(tmp / f"{stage}_in"), "-o", str(tmp / f"{stage}_out"),
-                   "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", chosen[0][1].name,
+                   "-m", str(weights / cfg.model), "-f", *[f for f, _ in chosen], "-chk", Path(chosen[0][1]).name,
                    "-device", "cpu", "-npp", "1", "-nps", "1",
                    "--disable_progress_bar", *([] if cfg.mirroring_on("cpu") else ["--disable_tta"]), *extra]
             subprocess.run(cmd, check=True, env=env, capture_output=True)

@@ -23,6 +23,7 @@ from pdac.evaluation.evaluate import evaluate_arrays
 from pdac.infer.candidates import candidates
 from pdac.infer.lesion import lesion_probability
 from pdac.infer.models import load_model, resolve_device
+from pdac.infer.weights import unverified_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def select_checkpoint(model_folder: Path, fold: int, raw_dataset: Path, splits_f
     scores = {}
     for name in tqdm(names, desc=f"checkpoints fold {fold}", unit="ckpt"):
         cfg = dataclasses.replace(config.stage2, folds=(fold,), checkpoints=(name,), tta=False)
-        model = load_model(model_folder, cfg, torch_device)
+        # one's own training output: no manifest to check against
+        model = load_model(unverified_model_folder(model_folder), cfg, torch_device)
         detections = {c: candidates(lesion_probability(model, img, config.stage2.lesion_channel),
                                     config.detection)[0] for c, img in images.items()}
         m = evaluate_arrays(detections, labels, name=name).metrics
