@@ -222,7 +222,7 @@ def add_evaluate_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from pdac.evaluation.evaluate import run_evaluation
+    from pdac.evaluation.run import run_evaluation
 
     report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
                             names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)

@@ -1,0 +1,193 @@
+"""The report folder of `pdac evaluate`: metrics.json, summary.md and the ROC / PR / FROC plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pdac.errors import OutputError
+from pdac.evaluation.bootstrap import BOOTSTRAPPED, bootstrap
+from pdac.evaluation.metrics import MIN_OVERLAP, OVERLAP_FUNC, SetResult
+from pdac.infer.io import write_json_atomic
+
+SENSITIVITY_TARGETS = (0.8, 0.9)
+FP_PER_CASE_TARGETS = (0.1, 0.5, 1.0)
+
+
+def _clean(value):
+    """JSON-safe: numpy scalars/arrays to Python, nan/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.integer | bool | np.bool_):
+        return bool(value) if isinstance(value, bool | np.bool_) else int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _key(x: float) -> str:
+    return f"{x:g}"
+
+
+def set_summary(r: SetResult, ci: dict | None) -> dict:
+    froc = r.froc()
+    m = r.metrics
+    return {
+        "name": r.name,
+        "detections": r.detections,
+        "likelihoods": r.likelihoods_file,
+        "case_prediction": r.prediction_source,
+        "num_cases": m.num_cases,
+        "num_positive_cases": int(sum(m.case_target.values())),
+        "num_lesions": int(m.num_lesions),
+        "auroc": r.auroc,
+        "ap": r.ap,
+        "score": r.score,
+        "fp_per_case": r.fp_per_case,
+        "ci95": ci or dict.fromkeys(BOOTSTRAPPED),
+        "sensitivity_at_fp_per_case": {_key(x): froc.sensitivity_at(x) for x in FP_PER_CASE_TARGETS},
+        "fp_per_case_at_sensitivity": {_key(s): froc.fp_per_case_at(s) for s in SENSITIVITY_TARGETS},
+        "dice_mean_positive": r.dice_mean,
+        "froc": {"threshold": froc.thresholds[1:], "fp_per_case": froc.fp_per_case[1:],
+                 "sensitivity": froc.sensitivity[1:]},
+        "cases": {
+            c: {"target": int(m.case_target[c]), "prediction": float(m.case_pred[c]), "map_max": cr.map_max,
+                "dice": cr.dice, "num_candidates": cr.num_candidates,
+                "lesions": [list(e) for e in cr.lesion_results]}
+            for c, cr in sorted(r.cases.items())
+        },
+    }
+
+
+def _fmt(v, ci=None, digits=3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    def text(x: float) -> str:
+        return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+
+    return f"{text(v)} [{text(ci[0])}, {text(ci[1])}]" if ci else text(v)
+
+
+def _fmt_p(p) -> str:
+    return "n/a" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def summary_markdown(data: dict) -> str:
+    sets = data["sets"]
+    n_boot = data["settings"]["bootstrap_resamples"]
+    ci_note = f" [95% CI, {n_boot} bootstrap resamples of cases]" if n_boot else ""
+    lines = [f"# PANORAMA evaluation: {data['num_cases']} cases ({data['num_positive_cases']} positive, "
+             f"{data['num_lesions']} lesions)", "",
+             f"picai_eval, IoU >= {MIN_OVERLAP:g}, truth = label == 1; score = (AUROC + AP) / 2{ci_note}.", ""]
+    lines.append("| metric | " + " | ".join(s["name"] for s in sets) + " |")
+    lines.append("|---|" + "---|" * len(sets))
+    rows = [
+        ("AUROC (patient)", lambda s: _fmt(s["auroc"], s["ci95"]["auroc"])),
+        ("AP (lesion)", lambda s: _fmt(s["ap"], s["ci95"]["ap"])),
+        ("score", lambda s: _fmt(s["score"], s["ci95"]["score"])),
+    ]
+    rows += [(f"sensitivity @ {k} FP/case", lambda s, k=k: _fmt(s["sensitivity_at_fp_per_case"][k]))
+             for k in map(_key, FP_PER_CASE_TARGETS)]
+    rows += [(f"FP/case @ {float(k):.0%} sensitivity",
+              lambda s, k=k: _fmt(s["fp_per_case_at_sensitivity"][k]) if s["fp_per_case_at_sensitivity"][k]
+              is not None or not s["num_lesions"] else "not reached") for k in map(_key, SENSITIVITY_TARGETS)]
+    rows += [("FP/case, all candidates kept", lambda s: _fmt(s["fp_per_case"], s["ci95"]["fp_per_case"])),
+             ("lesion Dice (mean, positive cases)", lambda s: _fmt(s["dice_mean_positive"])),
+             ("patient prediction", lambda s: s["case_prediction"])]
+    for title, cell in rows:
+        lines.append(f"| {title} | " + " | ".join(cell(s) for s in sets) + " |")
+    if data["comparisons"]:
+        lines += ["", f"Paired bootstrap vs {sets[0]['name']} (two-sided p, same resampled cases):", "",
+                  "| set | ΔAUROC [95% CI] | p (AUROC) | ΔAP [95% CI] | p (AP) | Δscore | p (score) "
+                  "| ΔFP/case [95% CI] | p (FP/case) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in data["comparisons"]:
+            lines.append(f"| {c['set']} | {_fmt(c['delta_auroc'], c['delta_auroc_ci'])} | {_fmt_p(c['p_auroc'])} | "
+                         f"{_fmt(c['delta_ap'], c['delta_ap_ci'])} | {_fmt_p(c['p_ap'])} | "
+                         f"{_fmt(c['delta_score'])} | {_fmt_p(c['p_score'])} | "
+                         f"{_fmt(c['delta_fp_per_case'], c['delta_fp_per_case_ci'])} | {_fmt_p(c['p_fp_per_case'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_plots(results: Sequence[SetResult], out_dir: Path) -> None:
+    """roc.png (patient ROC), pr.png (lesion precision-recall), froc.png (lesion FROC), sets overlaid."""
+    from matplotlib.figure import Figure
+
+    figs = {name: Figure(figsize=(5.5, 5)) for name in ("roc", "pr", "froc")}
+    axes = {name: fig.add_subplot() for name, fig in figs.items()}
+    max_fp = 1.0
+    for r in results:
+        if math.isfinite(r.auroc):
+            roc = r.metrics.calculate_ROC()
+            axes["roc"].plot(roc["FPR"], roc["TPR"], label=f"{r.name} (AUROC {r.auroc:.3f})")
+        if math.isfinite(r.ap):
+            pr = r.metrics.calculate_precision_recall()
+            # sklearn's order is by decreasing recall; AP integrates each recall step at its higher end's precision
+            axes["pr"].step(pr["recall"][::-1], pr["precision"][::-1], where="pre", label=f"{r.name} (AP {r.ap:.3f})")
+        froc = r.froc()
+        if froc.num_lesions:
+            axes["froc"].step(froc.fp_per_case, froc.sensitivity, where="post", label=r.name)
+            max_fp = max(max_fp, float(froc.fp_per_case[-1]))
+    axes["roc"].plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    for x in FP_PER_CASE_TARGETS:
+        axes["froc"].axvline(x, color="grey", lw=0.6, ls=":")
+    labels = {"roc": ("1 - specificity (patients)", "sensitivity (patients)", "ROC"),
+              "pr": ("recall (lesions)", "precision (lesions)", "Precision-recall"),
+              "froc": ("false positives per case", "sensitivity (lesions)", "FROC")}
+    for name, ax in axes.items():
+        xlabel, ylabel, title = labels[name]
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.02, 1.02),
+               xlim=(0, min(max_fp, 5.0) * 1.02) if name == "froc" else (-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
+        path = out_dir / f"{name}.png"
+        try:
+            figs[name].savefig(path, dpi=100, bbox_inches="tight")
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    data: dict  # what metrics.json holds
+    summary: str  # summary.md
+    results: list[SetResult]
+
+
+def build_report(results: Sequence[SetResult], label_dir: str = "", n_bootstrap: int = 1000,
+                 seed: int | None = 0) -> EvaluationReport:
+    boot = bootstrap(results, n_bootstrap, seed)
+    ref = results[0].metrics
+    data = {
+        "settings": {"min_overlap": MIN_OVERLAP, "overlap_func": OVERLAP_FUNC, "truth": "label == 1",
+                     "bootstrap": n_bootstrap, "bootstrap_resamples": boot["n_resamples"], "seed": seed,
+                     "froc": "step curve, no interpolation (see pdac.evaluation.metrics.Froc)"},
+        "labels": str(label_dir),
+        "num_cases": ref.num_cases,
+        "num_positive_cases": int(sum(ref.case_target.values())),
+        "num_lesions": int(ref.num_lesions),
+        "sets": [set_summary(r, ci if boot["n_resamples"] else None)
+                 for r, ci in zip(results, boot["ci"], strict=True)],
+        "comparisons": boot["comparisons"],
+    }
+    data = _clean(data)
+    return EvaluationReport(data, summary_markdown(data), list(results))
+
+
+def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.md").write_text(report.summary)
+    except OSError as e:
+        raise OutputError(f"cannot write to {out_dir}: {e.strerror or e}") from None
+    write_json_atomic(report.data, out_dir / "metrics.json")
+    save_plots(report.results, out_dir)
+
