@@ -1,8 +1,9 @@
-"""The report folder of `pdac evaluate`: metrics.json, summary.md and the ROC / PR / FROC plots."""
+"""The report folder of `pdac evaluate`: metrics.json, summary.md, the ROC / PR / FROC plots and report.html."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,11 +12,13 @@ import numpy as np
 
 from pdac.errors import OutputError
 from pdac.evaluation.bootstrap import BOOTSTRAPPED, bootstrap
+from pdac.evaluation.html_report import evaluation_html
 from pdac.evaluation.metrics import MIN_OVERLAP, OVERLAP_FUNC, SetResult
-from pdac.infer.io import write_json_atomic
+from pdac.infer.io import write_json_atomic, write_text_atomic
 
 SENSITIVITY_TARGETS = (0.8, 0.9)
 FP_PER_CASE_TARGETS = (0.1, 0.5, 1.0)
+REPORT_HTML = "report.html"
 
 
 def _clean(value):
@@ -78,15 +81,8 @@ def _fmt_p(p) -> str:
     return "n/a" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
-def summary_markdown(data: dict) -> str:
-    sets = data["sets"]
-    n_boot = data["settings"]["bootstrap_resamples"]
-    ci_note = f" [95% CI, {n_boot} bootstrap resamples of cases]" if n_boot else ""
-    lines = [f"# PANORAMA evaluation: {data['num_cases']} cases ({data['num_positive_cases']} positive, "
-             f"{data['num_lesions']} lesions)", "",
-             f"picai_eval, IoU >= {MIN_OVERLAP:g}, truth = label == 1; score = (AUROC + AP) / 2{ci_note}.", ""]
-    lines.append("| metric | " + " | ".join(s["name"] for s in sets) + " |")
-    lines.append("|---|" + "---|" * len(sets))
+def metric_table(data: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the metrics table: one column per detection set, CIs in brackets."""
     rows = [
         ("AUROC (patient)", lambda s: _fmt(s["auroc"], s["ci95"]["auroc"])),
         ("AP (lesion)", lambda s: _fmt(s["ap"], s["ci95"]["ap"])),
@@ -100,23 +96,86 @@ def summary_markdown(data: dict) -> str:
     rows += [("FP/case, all candidates kept", lambda s: _fmt(s["fp_per_case"], s["ci95"]["fp_per_case"])),
              ("lesion Dice (mean, positive cases)", lambda s: _fmt(s["dice_mean_positive"])),
              ("patient prediction", lambda s: s["case_prediction"])]
-    for title, cell in rows:
-        lines.append(f"| {title} | " + " | ".join(cell(s) for s in sets) + " |")
+    return ["metric"] + [s["name"] for s in data["sets"]], [[title] + [cell(s) for s in data["sets"]]
+                                                             for title, cell in rows]
+
+
+COMPARISON_HEADER = ["set", "ΔAUROC [95% CI]", "p (AUROC)", "ΔAP [95% CI]", "p (AP)", "Δscore", "p (score)",
+                     "ΔFP/case [95% CI]", "p (FP/case)"]
+
+
+def comparison_table(data: dict) -> list[list[str]]:
+    """Rows of the paired comparisons against the first set (empty with a single set)."""
+    return [[c["set"], _fmt(c["delta_auroc"], c["delta_auroc_ci"]), _fmt_p(c["p_auroc"]),
+             _fmt(c["delta_ap"], c["delta_ap_ci"]), _fmt_p(c["p_ap"]), _fmt(c["delta_score"]), _fmt_p(c["p_score"]),
+             _fmt(c["delta_fp_per_case"], c["delta_fp_per_case_ci"]), _fmt_p(c["p_fp_per_case"])]
+            for c in data["comparisons"]]
+
+
+def title_line(data: dict) -> str:
+    return (f"PANORAMA evaluation: {data['num_cases']} cases ({data['num_positive_cases']} positive, "
+            f"{data['num_lesions']} lesions)")
+
+
+def method_line(data: dict) -> str:
+    n_boot = data["settings"]["bootstrap_resamples"]
+    ci_note = f" [95% CI, {n_boot} bootstrap resamples of cases]" if n_boot else ""
+    return f"picai_eval, IoU >= {MIN_OVERLAP:g}, truth = label == 1; score = (AUROC + AP) / 2{ci_note}."
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def summary_markdown(data: dict) -> str:
+    sets = data["sets"]
+    header, rows = metric_table(data)
+    lines = [f"# {title_line(data)}", "", method_line(data), "", _md_row(header), "|---|" + "---|" * len(sets)]
+    lines += [_md_row(row) for row in rows]
     if data["comparisons"]:
         lines += ["", f"Paired bootstrap vs {sets[0]['name']} (two-sided p, same resampled cases):", "",
-                  "| set | ΔAUROC [95% CI] | p (AUROC) | ΔAP [95% CI] | p (AP) | Δscore | p (score) "
-                  "| ΔFP/case [95% CI] | p (FP/case) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for c in data["comparisons"]:
-            lines.append(f"| {c['set']} | {_fmt(c['delta_auroc'], c['delta_auroc_ci'])} | {_fmt_p(c['p_auroc'])} | "
-                         f"{_fmt(c['delta_ap'], c['delta_ap_ci'])} | {_fmt_p(c['p_ap'])} | "
-                         f"{_fmt(c['delta_score'])} | {_fmt_p(c['p_score'])} | "
-                         f"{_fmt(c['delta_fp_per_case'], c['delta_fp_per_case_ci'])} | {_fmt_p(c['p_fp_per_case'])} |")
+                  _md_row(COMPARISON_HEADER), "|---" * len(COMPARISON_HEADER) + "|"]
+        lines += [_md_row(row) for row in comparison_table(data)]
     return "\n".join(lines) + "\n"
 
 
-def save_plots(results: Sequence[SetResult], out_dir: Path) -> None:
-    """roc.png (patient ROC), pr.png (lesion precision-recall), froc.png (lesion FROC), sets overlaid."""
+@dataclasses.dataclass(frozen=True)
+class CaseOutcome:
+    """One case of one set, for the per-case table."""
+
+    case: str
+    target: int  # 1: PDAC in the label
+    prediction: float  # patient likelihood (or the map's maximum)
+    lesions: int  # truth lesions
+    hits: int  # truth lesions matched by a candidate (IoU >= 0.1)
+    false_positives: int  # candidates matching no lesion
+    dice: float | None
+
+    @property
+    def missed(self) -> int:
+        return self.lesions - self.hits
+
+    @property
+    def error(self) -> float:
+        """How wrong the patient prediction is: 1 - p for a positive case, p for a negative one."""
+        return abs(self.target - self.prediction)
+
+
+def case_outcomes(set_data: dict) -> list[CaseOutcome]:
+    """A set's cases (from its metrics.json entry), worst first: the largest patient error, then the most
+    missed lesions and false positives."""
+    out = []
+    for case, c in set_data["cases"].items():
+        lesions = [e for e in c["lesions"] if e[0]]
+        out.append(CaseOutcome(case=case, target=c["target"], prediction=c["prediction"], lesions=len(lesions),
+                               hits=sum(1 for e in lesions if e[1] > 0),
+                               false_positives=sum(1 for e in c["lesions"] if not e[0] and e[1] > 0),
+                               dice=c["dice"]))
+    return sorted(out, key=lambda o: (-o.error, -(o.missed + o.false_positives), o.case))
+
+
+def plot_pngs(results: Sequence[SetResult]) -> dict[str, bytes]:
+    """{"roc", "pr", "froc"}: PNGs of the patient ROC, lesion precision-recall and lesion FROC, sets overlaid."""
     from matplotlib.figure import Figure
 
     figs = {name: Figure(figsize=(5.5, 5)) for name in ("roc", "pr", "froc")}
@@ -140,6 +199,7 @@ def save_plots(results: Sequence[SetResult], out_dir: Path) -> None:
     labels = {"roc": ("1 - specificity (patients)", "sensitivity (patients)", "ROC"),
               "pr": ("recall (lesions)", "precision (lesions)", "Precision-recall"),
               "froc": ("false positives per case", "sensitivity (lesions)", "FROC")}
+    pngs = {}
     for name, ax in axes.items():
         xlabel, ylabel, title = labels[name]
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.02, 1.02),
@@ -147,11 +207,22 @@ def save_plots(results: Sequence[SetResult], out_dir: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right", fontsize=8)
+        buffer = io.BytesIO()
+        figs[name].savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        pngs[name] = buffer.getvalue()
+    return pngs
+
+
+def save_plots(results: Sequence[SetResult], out_dir: Path) -> dict[str, bytes]:
+    """roc.png (patient ROC), pr.png (lesion precision-recall), froc.png (lesion FROC); returns their bytes."""
+    pngs = plot_pngs(results)
+    for name, png in pngs.items():
         path = out_dir / f"{name}.png"
         try:
-            figs[name].savefig(path, dpi=100, bbox_inches="tight")
+            path.write_bytes(png)
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return pngs
 
 
 @dataclasses.dataclass
@@ -182,6 +253,7 @@ def build_report(results: Sequence[SetResult], label_dir: str = "", n_bootstrap:
 
 
 def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
+    """summary.md, metrics.json, roc.png, pr.png, froc.png and report.html in `out_dir`."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,5 +261,12 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
     except OSError as e:
         raise OutputError(f"cannot write to {out_dir}: {e.strerror or e}") from None
     write_json_atomic(report.data, out_dir / "metrics.json")
-    save_plots(report.results, out_dir)
+    pngs = save_plots(report.results, out_dir)
+    write_text_atomic(report_html(report.data, pngs), out_dir / REPORT_HTML)
 
+
+def report_html(data: dict, pngs: dict[str, bytes]) -> str:
+    sets = data["sets"]
+    comparison = (sets[0]["name"], COMPARISON_HEADER, comparison_table(data)) if data["comparisons"] else None
+    return evaluation_html(title_line(data), method_line(data), data["labels"], metric_table(data), comparison,
+                           {s["name"]: case_outcomes(s) for s in sets}, pngs)

@@ -127,3 +127,7 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
 
 def write_json_atomic(data, path: Path) -> None:
     _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
