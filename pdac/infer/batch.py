@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import PdacError, UsageError
+from pdac.infer.detect_report import DetectReport
 from pdac.infer.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
-                 overlays: bool = False, shard: tuple[int, int] | None = None) -> int:
-    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed)."""
+                 overlays: bool = False, shard: tuple[int, int] | None = None, report: bool = False) -> int:
+    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed).
+
+    With `report`, report.html is written when the loop ends, however it ends (Ctrl-C included)."""
     from pdac.infer.pipeline import Pipeline
 
     scans = find_images([Path(p) for p in inputs])
@@ -48,39 +51,48 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
     likelihoods: dict[str, float] = {}
     failures: dict[str, str] = {}
-    for path in tqdm(scans, desc="detect", unit="scan"):
-        case = case_id(path)
-        t0 = time.perf_counter()
-        try:
-            scan = read_image(path)
-            result = pipeline.run(scan, case)
-            write_image_atomic(result.detection_map, out / f"{case}_detection_map.mha")
-            write_json_atomic({
-                "case": case,
-                "likelihood": result.likelihood,
-                "pancreas_found": result.pancreas_found,
-                "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
-                "lesions": [dataclasses.asdict(le) for le in result.lesions],
-                "weights": str(pipeline.weights_dir),
-            }, out / f"{case}_lesions.json")
-            if overlays:
-                from pdac.infer.overlay import save_detection_overlay
+    html = DetectReport(out, pipeline.weights_dir, len(scans)) if report else None
+    try:
+        for path in tqdm(scans, desc="detect", unit="scan"):
+            case = case_id(path)
+            t0 = time.perf_counter()
+            if html:
+                html.begin(case)
+            try:
+                scan = read_image(path)
+                result = pipeline.run(scan, case)
+                write_image_atomic(result.detection_map, out / f"{case}_detection_map.mha")
+                record = {
+                    "case": case,
+                    "likelihood": result.likelihood,
+                    "pancreas_found": result.pancreas_found,
+                    "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
+                    "lesions": [dataclasses.asdict(le) for le in result.lesions],
+                    "weights": str(pipeline.weights_dir),
+                }
+                write_json_atomic(record, out / f"{case}_lesions.json")
+                if overlays:
+                    from pdac.infer.overlay import save_detection_overlay
 
-                save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
-                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")
-            likelihoods[case] = result.likelihood
-            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
-                     len(result.lesions), time.perf_counter() - t0,
-                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
-        except PdacError as e:
-            failures[case] = str(e)
-            log.error("%s: %s", case, e)
-        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
-            failures[case] = f"{type(e).__name__}: {e}"
-            log.exception("%s: unexpected error", case)
+                    save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
+                                           f"{case}: PDAC likelihood {result.likelihood:.3f}")
+                likelihoods[case] = result.likelihood
+                if html:
+                    html.add(case, scan, result.detection_map, record)
+                log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
+                         len(result.lesions), time.perf_counter() - t0,
+                         ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+            except PdacError as e:
+                failures[case] = str(e)
+                log.error("%s: %s", case, e)
+            except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+                failures[case] = f"{type(e).__name__}: {e}"
+                log.exception("%s: unexpected error", case)
+    finally:  # also on Ctrl-C: the report shows the cases done so far
+        if html:
+            html.finish(failures)
     if likelihoods:
         write_json_atomic(likelihoods, likelihood_file)
     log.info("done: %d ok, %d failed%s", len(likelihoods), len(failures),
              "".join(f"\n  {c}: {m}" for c, m in failures.items()))
     return 1 if failures else 0
-
