@@ -44,8 +44,13 @@ tr.positive td.label { color: #b3261e; font-weight: 600; }
 details.overlay summary { list-style: none; cursor: zoom-in; }
 details.overlay summary::-webkit-details-marker { display: none; }
 details.overlay img { height: 110px; display: block; }
+/* an opened thumbnail shows full size over a dimmed page; a click anywhere closes it */
 details.overlay[open] summary { cursor: zoom-out; }
-details.overlay[open] img { height: auto; max-width: min(960px, 80vw); }
+details.overlay[open] summary::before { content: ""; position: fixed; inset: 0; background: rgba(20, 24, 28, .6);
+                                        z-index: 9; }
+details.overlay[open] img { position: fixed; z-index: 10; top: 50%; left: 50%; transform: translate(-50%, -50%);
+                            height: auto; max-width: 92vw; max-height: 92vh; background: #fff;
+                            box-shadow: 0 4px 24px rgba(0, 0, 0, .4); }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .plots figure { margin: 0; }
 .plots img { width: 360px; max-width: 100%; border: 1px solid #dde1e4; }
