@@ -162,6 +162,9 @@ def test_report_shows_model_card_warnings_and_plausibility(tmp_path):
     assert rows[0][6] == "no pancreas found; falling back" and "fails" not in html
     assert "model unknown, version unknown, synthetic: unknown" in " ".join(html.split())
     assert report._recorder not in logging.getLogger("pdac").handlers  # finish() stops collecting
+    sharded = DetectReport(tmp_path, tmp_path / "weights", total_cases=1, shard=(1, 3))
+    assert sharded.finish({}).name == "report.shard1of3.html"  # shards writing to one folder keep their reports
+    assert "Interrupted: 0 of 1 cases" in " ".join(sharded.path.read_text().split())
     if chromium():
         record = probe(first, tmp_path)
         assert_clean_page(record)

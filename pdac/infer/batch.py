@@ -51,7 +51,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
     likelihoods: dict[str, float] = {}
     failures: dict[str, str] = {}
-    html = DetectReport(out, pipeline.weights_dir, len(scans)) if report else None
+    html = DetectReport(out, pipeline.weights_dir, len(scans), shard) if report else None
     try:
         for path in tqdm(scans, desc="detect", unit="scan"):
             case = case_id(path)

@@ -166,9 +166,9 @@ class _WarningRecorder(logging.Handler):
 class DetectReport:
     """Collects the cases of a `pdac detect` run; `write` renders report.html (atomically, any number of times)."""
 
-    def __init__(self, out: Path, weights_dir: Path, total_cases: int):
+    def __init__(self, out: Path, weights_dir: Path, total_cases: int, shard: tuple[int, int] | None = None):
         self.out = Path(out)
-        self.path = self.out / REPORT_NAME
+        self.path = self.out / (REPORT_NAME if not shard else f"report.shard{shard[0]}of{shard[1]}.html")
         self.weights_dir = Path(weights_dir)
         self.model = read_model_card(weights_dir)
         self.total_cases = total_cases
