@@ -30,8 +30,9 @@ install-dev: $(DEV_STAMP)
 demo: $(STAMP)
 	rm -rf demo-output
 	$(PY) process.py --input test/input --output demo-output/gc
-	$(VENV)/bin/pdac detect test/input/images/venous-ct -o demo-output/detect --overlays
+	$(VENV)/bin/pdac detect test/input/images/venous-ct -o demo-output/detect --overlays --report
 	@echo "GC outputs: demo-output/gc  |  detect outputs + overlay PNG: demo-output/detect"
+	@echo "HTML report (open in a browser): demo-output/detect/report.html"
 
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

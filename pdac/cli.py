@@ -68,6 +68,8 @@ def add_detect_parser(sub) -> None:
     d.add_argument("inputs", nargs="+", help="scan files (.mha, .nii.gz, .nii, .mhd) or folders of them")
     d.add_argument("-o", "--output", required=True, help="output folder")
     d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
+    d.add_argument("--report", action="store_true",
+                   help="also write report.html: one self-contained page with every case (written on Ctrl-C too)")
     d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
     add_pipeline_options(d)
     d.set_defaults(func=cmd_detect)
@@ -81,7 +83,8 @@ def cmd_detect(args) -> int:
 
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
-    return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard)
+    return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
+                        report=args.report)
 
 
 def add_merge_parser(sub) -> None:
@@ -255,12 +258,12 @@ def add_evaluate_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from pdac.evaluation.evaluate import run_evaluation
+    from pdac.evaluation.run import run_evaluation
 
     report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
                             names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)
     print(report.summary)
-    print(f"report -> {args.output} (metrics.json, summary.md, roc.png, pr.png, froc.png)")
+    print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png)")
     return 0
 
 

@@ -137,7 +137,7 @@ def test_cli_agrees_with_picai_eval(random_run):
 
 
 def test_api_agrees_with_picai_eval(random_run):
-    from pdac.evaluation.evaluate import evaluate_arrays
+    from pdac.evaluation.metrics import evaluate_arrays
 
     dets, labels, likelihoods, *_ = random_run
     result = evaluate_arrays(dets, labels, likelihoods)
@@ -181,7 +181,7 @@ HAND_LESIONS = {  # what picai_eval's matching must give for hand_dataset (is_le
 def test_froc_numbers_by_hand_api():
     """Operating points (t: sens, FP/case): .9: .2, 0 | .8: .4, 0 | .6: .4, .25 | .5: .4, .5 | .4: .6, .5 |
     .35: .6, .75 | .3: .8, .75."""
-    from pdac.evaluation.evaluate import froc_from_lesion_results
+    from pdac.evaluation.metrics import froc_from_lesion_results
 
     froc = froc_from_lesion_results({c: [(a, b, 0.0) for a, b in v] for c, v in HAND_LESIONS.items()})
     np.testing.assert_allclose(froc.sensitivity, [0, .2, .4, .4, .4, .6, .6, .8])
@@ -236,7 +236,8 @@ def test_ci_contains_point_estimate(random_run):
 
 
 def test_ci_seeded_and_degenerate_perfect_set():
-    from pdac.evaluation.evaluate import bootstrap, evaluate_arrays
+    from pdac.evaluation.bootstrap import bootstrap
+    from pdac.evaluation.metrics import evaluate_arrays
 
     dets, labels = {}, {}
     for i in range(6):
@@ -262,7 +263,7 @@ def test_ci_seeded_and_degenerate_perfect_set():
 
 
 def test_bootstrap_skips_single_class_resamples():
-    from pdac.evaluation.evaluate import bootstrap_samples
+    from pdac.evaluation.bootstrap import bootstrap_samples
 
     samples = bootstrap_samples({"p": 1, "n": 0}, 50, seed=0)
     assert len(samples) == 50 and all(set(s) == {"p", "n"} for s in samples)
@@ -314,7 +315,7 @@ def test_refuses_geometry_mismatch_cli(tmp_path):
     {"spacing": (0.8, 0.81, 2.5)},
 ])
 def test_refuses_geometry_mismatch_api(tmp_path, geometry):
-    from pdac.evaluation.evaluate import discover
+    from pdac.evaluation.discovery import discover
 
     root = small_set(tmp_path, det_geometry={"a": geometry})
     with pytest.raises(InputError, match=f"differ in {next(iter(geometry))}"):
@@ -322,7 +323,7 @@ def test_refuses_geometry_mismatch_api(tmp_path, geometry):
 
 
 def test_refuses_size_mismatch_and_usage_errors(tmp_path):
-    from pdac.evaluation.evaluate import discover, load_likelihoods
+    from pdac.evaluation.discovery import discover, load_likelihoods
 
     root = small_set(tmp_path)
     write(np.zeros((10, 20, 21), np.float32), root / "det" / "b_detection_map.mha")
@@ -343,7 +344,8 @@ def test_refuses_size_mismatch_and_usage_errors(tmp_path):
 # GC layout ---------------------------------------------------------------------------------------------------
 
 def test_gc_layouts(tmp_path, random_run):
-    from pdac.evaluation.evaluate import find_detection_maps, load_likelihoods, run_evaluation
+    from pdac.evaluation.discovery import find_detection_maps, load_likelihoods
+    from pdac.evaluation.run import run_evaluation
 
     dets, labels, likelihoods, _, data, _ = random_run
     cases = sorted(dets)
@@ -399,7 +401,8 @@ def test_comparison_mode(tmp_path, random_run):
 def test_paired_bootstrap_p_values():
     """p is two-sided over the differences on the same resampled cases: 2 * min(P(d <= 0), P(d >= 0)), with
     (k + 1) / (n + 1) tail estimates."""
-    from pdac.evaluation.evaluate import _p_two_sided, bootstrap, bootstrap_samples, evaluate_arrays
+    from pdac.evaluation.bootstrap import _p_two_sided, bootstrap, bootstrap_samples
+    from pdac.evaluation.metrics import evaluate_arrays
 
     assert _p_two_sided(np.array([-1.0] * 30 + [1.0] * 70)) == pytest.approx(2 * 31 / 101)
     assert _p_two_sided(np.array([1.0] * 100)) == pytest.approx(2 / 101)
@@ -434,7 +437,9 @@ def test_paired_bootstrap_p_values():
 
 def test_fp_per_case_bootstrap_by_hand():
     """Set "fewer" drops the false positive of every negative case: ΔFP/case = -1 on every resample."""
-    from pdac.evaluation.evaluate import _fmt, bootstrap, bootstrap_samples, evaluate_arrays
+    from pdac.evaluation.bootstrap import bootstrap, bootstrap_samples
+    from pdac.evaluation.metrics import evaluate_arrays
+    from pdac.evaluation.report import _fmt
 
     labels, many, fewer = {}, {}, {}
     for i in range(8):

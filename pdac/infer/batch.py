@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import OutputError, PdacError, UsageError
+from pdac.infer.detect_report import DetectReport
 from pdac.infer.io import (
     case_id,
     ensure_writable_dir,
@@ -62,8 +63,9 @@ def _check_merge_target(path: Path) -> None:
 
 
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
-                 overlays: bool = False, shard: tuple[int, int] | None = None) -> int:
+                 overlays: bool = False, shard: tuple[int, int] | None = None, report: bool = False) -> int:
     """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed).
+    With `report`, report.html is written when the loop ends, however it ends (Ctrl-C included).
 
     A case's outputs (map, lesion list, overlay) are written as a set, all or nothing; its likelihood is
     then merged into the batch's likelihood file under a file lock, so several runs (shards) can write to
@@ -95,46 +97,56 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     _check_merge_target(likelihood_file)
     pipeline = Pipeline(config, weights) if scans else None
     done = 0
-    for path in tqdm(scans, desc="detect", unit="scan"):
-        case = case_id(path)
-        t0 = time.perf_counter()
-        try:
-            scan = read_image(path)
-            result = pipeline.run(scan, case)
-            outputs = [
-                (out / f"{case}_detection_map.mha", image_writer(result.detection_map)),
-                (out / f"{case}_lesions.json", json_writer({
+    html = DetectReport(out, pipeline.weights_dir, len(scans), shard) if report and pipeline else None
+    try:
+        for path in tqdm(scans, desc="detect", unit="scan"):
+            case = case_id(path)
+            t0 = time.perf_counter()
+            if html:
+                html.begin(case)
+            try:
+                scan = read_image(path)
+                result = pipeline.run(scan, case)
+                record = {
                     "case": case,
                     "likelihood": result.likelihood,
                     "pancreas_found": result.pancreas_found,
                     "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
                     "lesions": [dataclasses.asdict(le) for le in result.lesions],
                     "weights": str(pipeline.weights_dir),
-                })),
-            ]
-            if overlays:
-                from pdac.infer.overlay import save_detection_overlay
+                }
+                outputs = [
+                    (out / f"{case}_detection_map.mha", image_writer(result.detection_map)),
+                    (out / f"{case}_lesions.json", json_writer(record)),
+                ]
+                if overlays:
+                    from pdac.infer.overlay import save_detection_overlay
 
-                outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, case=case:
-                                save_detection_overlay(scan, result.detection_map, Path(tmp),
-                                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")))
-            write_files_atomic(outputs)
-            try:
-                merge_json_object(likelihood_file, {case: result.likelihood})
-            except BaseException:
-                for target, _ in outputs:  # a case without its likelihood would be half written
-                    target.unlink(missing_ok=True)
-                raise
-            done += 1
-            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
-                     len(result.lesions), time.perf_counter() - t0,
-                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
-        except PdacError as e:
-            failures[case] = str(e)
-            log.error("%s: %s", case, e)
-        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
-            failures[case] = f"{type(e).__name__}: {e}"
-            log.exception("%s: unexpected error", case)
+                    outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, case=case:
+                                    save_detection_overlay(scan, result.detection_map, Path(tmp),
+                                                           f"{case}: PDAC likelihood {result.likelihood:.3f}")))
+                write_files_atomic(outputs)
+                try:
+                    merge_json_object(likelihood_file, {case: result.likelihood})
+                except BaseException:
+                    for target, _ in outputs:  # a case without its likelihood would be half written
+                        target.unlink(missing_ok=True)
+                    raise
+                done += 1
+                if html:
+                    html.add(case, scan, result.detection_map, record)
+                log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
+                         len(result.lesions), time.perf_counter() - t0,
+                         ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+            except PdacError as e:
+                failures[case] = str(e)
+                log.error("%s: %s", case, e)
+            except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+                failures[case] = f"{type(e).__name__}: {e}"
+                log.exception("%s: unexpected error", case)
+    finally:  # also on Ctrl-C or SIGTERM: the report shows the cases done so far
+        if html:
+            html.finish(failures)
     log.info("done: %d ok, %d failed%s", done, len(failures),
              "".join(f"\n  {c}: {m}" for c, m in failures.items()))
     return 1 if failures else 0

@@ -240,3 +240,7 @@ def merge_json_object(path: Path, entries: dict) -> dict:
         merged.update(entries)
         write_json_atomic(merged, path)
     return merged
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

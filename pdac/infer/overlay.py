@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -62,8 +63,8 @@ def save_label_preview(image: sitk.Image, label: sitk.Image, path: Path, title: 
     plt.close(fig)
 
 
-def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "") -> None:
-    """Axial and coronal views through the most suspicious lesion, detection map over the CT."""
+def _detection_overlay_figure(image: sitk.Image, detection_map: sitk.Image, title: str):
+    """Axial and coronal views through the most suspicious lesion, detection map over the CT, colour scale."""
     image, detection_map = _radiological(image), _radiological(detection_map)
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     det = sitk.GetArrayFromImage(detection_map).astype(np.float32)
@@ -81,6 +82,23 @@ def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: P
         ax.axis("off")
     fig.colorbar(im, ax=axes, fraction=0.025, label="lesion likelihood")
     fig.suptitle(title)
+    return fig
+
+
+def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "") -> None:
+    """Axial and coronal views through the most suspicious lesion, detection map over the CT."""
+    fig = _detection_overlay_figure(image, detection_map, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
+
+
+def detection_overlay_png(image: sitk.Image, detection_map: sitk.Image, title: str = "", dpi: int = 72) -> bytes:
+    """The detection overlay as PNG bytes (for reports that embed their images)."""
+    fig = _detection_overlay_figure(image, detection_map, title)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

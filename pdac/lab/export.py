@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pdac.config import load_config
-from pdac.evaluation.evaluate import evaluate_arrays
+from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.io import case_id
 from pdac.infer.weights import write_manifest
 from pdac.lab.demo_weights import STAGE1_TRAINER

@@ -131,7 +131,7 @@ def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None
 
 def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: Path,
               images: Path | None = None, labels: Path | None = None) -> dict:
-    from pdac.evaluation.evaluate import run_evaluation
+    from pdac.evaluation.run import run_evaluation
     from pdac.infer.batch import detect_batch
     from pdac.infer.weights import write_manifest
     from pdac.lab.export import export_model_folder

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import UsageError
-from pdac.evaluation.evaluate import evaluate_arrays
+from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.candidates import candidates
 from pdac.infer.lesion import lesion_probability
 from pdac.infer.models import load_model, resolve_device
