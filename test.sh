@@ -24,7 +24,7 @@
 #   BASE_IMAGE        passed on to build.sh;  IMAGE_NAME (default pdac-panorama)
 #   STORAGE_DRIVER    podman/buildah storage driver (default: the one podman uses)
 #   GPUS              auto | 0 | 1: pass the GPU to docker/podman (auto: when nvidia-smi sees one)
-#   RUN_TIMEOUT       seconds per run (default 1200, GC's default job limit)
+#   RUN_TIMEOUT       seconds per run (default 1200, a GC challenge phase's default job limit)
 #   PYTHON            interpreter with SimpleITK for the comparison (default .venv/bin/python, python3)
 #   EXPECTED_OUTPUT   folder with the expected outputs (default test/output)
 #   KEEP_OUTPUT=1     keep the temporary output folders
