@@ -35,6 +35,8 @@ ENV PYTHONPATH=/opt/app \
     nnUNet_def_n_proc=1 \
     nnUNet_n_proc_DA=0
 WORKDIR /opt/app
+# No CMD: GC runs ENTRYPOINT + CMD with Docker's rules, so a CMD would become process.py's arguments.
+# ENTRYPOINT clears the one a base image may set; test.sh checks that the built image has none.
 ENTRYPOINT ["python", "/opt/app/process.py"]
 
 # 1. Dependencies and the non-root user (one layer, rebuilt only when requirements.txt changes).

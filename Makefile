@@ -7,7 +7,15 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-slow lint demo-weights expected-output container-test clean
+# sagemaker-shim (Grand Challenge's runtime wrapper) needs Python 3.12: its own venv, for tests/test_gc_shim.py.
+SHIM_VENV := .venv-shim
+SHIM_STAMP := $(SHIM_VENV)/.installed
+# The newest Python 3.12 on PATH or under pyenv (its real path, not a pyenv shim); empty when none.
+SHIM_PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12.*/bin/python3.12 \
+	2>/dev/null | sort -rV); do "$$p" -c 'import sys; sys.version_info[:2] == (3, 12) and print(sys.executable)' \
+	2>/dev/null && break; done)
+
+.PHONY: install install-dev shim-env demo test test-slow lint demo-weights expected-output container-test clean
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -26,6 +34,26 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
+## sagemaker-shim + moto's S3 server (requirements-shim.txt) in .venv-shim. Without a Python 3.12 it says
+## so and installs nothing: tests/test_gc_shim.py is then skipped.
+$(SHIM_STAMP): requirements-shim.txt
+	@py="$(SHIM_PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  echo "note: no Python 3.12 (python3.12 on PATH or under pyenv; or set SHIM_PYTHON=...):" \
+	       "sagemaker-shim is not installed and tests/test_gc_shim.py will be skipped"; \
+	  exit 0; \
+	fi; \
+	set -e; \
+	echo "$(SHIM_VENV): sagemaker-shim and moto with $$py"; \
+	if ! $(SHIM_VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then \
+	  rm -rf $(SHIM_VENV); "$$py" -m venv $(SHIM_VENV); \
+	fi; \
+	{ $(SHIM_VENV)/bin/pip install $(PIP_QUIET) -r requirements-shim.txt 2>&1 | grep -v "^WARNING: Location" || true; }; \
+	$(SHIM_VENV)/bin/python -c "import sagemaker_shim.cli, moto.server, boto3"; \
+	touch $@
+
+shim-env: $(SHIM_STAMP)
+
 ## The main job on the bundled sample with the bundled (synthetic demo) weights.
 demo: $(STAMP)
 	rm -rf demo-output
@@ -34,7 +62,7 @@ demo: $(STAMP)
 	@echo "GC outputs: demo-output/gc  |  detect outputs + overlay PNG: demo-output/detect"
 	@echo "HTML report (open in a browser): demo-output/detect/report.html"
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(SHIM_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -58,4 +86,4 @@ expected-output: $(STAMP)
 	$(PY) process.py --input test/input --output test/output
 
 clean:
-	rm -rf demo-output .pytest_cache .ruff_cache
+	rm -rf demo-output .pytest_cache .ruff_cache $(SHIM_VENV)

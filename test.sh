@@ -5,8 +5,9 @@
 # test/output:
 #   pdac-likelihood.json   a bare number in [0, 1], |difference| <= 0.02
 #   detection_map.mha      float32, the scan's size/spacing/origin/direction, max |difference| < 0.05
-# It also checks that the image's user is not root and that the run wrote nothing outside /output
-# and /tmp (read-only root filesystem with docker/podman; a scan of the container's files with buildah).
+# It also checks that the image's user is not root, that it has no CMD (Grand Challenge appends one
+# to the ENTRYPOINT), and that the run wrote nothing outside /output and /tmp (read-only root
+# filesystem with docker/podman; a scan of the container's files with buildah).
 #
 #   ./test.sh [--no-build] [--model-mount]
 #
@@ -23,7 +24,7 @@
 #   BASE_IMAGE        passed on to build.sh;  IMAGE_NAME (default pdac-panorama)
 #   STORAGE_DRIVER    podman/buildah storage driver (default: the one podman uses)
 #   GPUS              auto | 0 | 1: pass the GPU to docker/podman (auto: when nvidia-smi sees one)
-#   RUN_TIMEOUT       seconds per run (default 1200, GC's default job limit)
+#   RUN_TIMEOUT       seconds per run (default 1200, a GC challenge phase's default job limit)
 #   PYTHON            interpreter with SimpleITK for the comparison (default .venv/bin/python, python3)
 #   EXPECTED_OUTPUT   folder with the expected outputs (default test/output)
 #   KEEP_OUTPUT=1     keep the temporary output folders
@@ -91,15 +92,26 @@ if [[ $build -eq 1 ]]; then
 fi
 
 # --- image checks ------------------------------------------------------------------------------
+# The image's USER, and its CMD one argument a line (empty when there is none).
 case "$runner" in
-  docker | podman) user="$("$runner" "${store[@]}" image inspect --format '{{.Config.User}}' "$IMAGE")" ;;
-  buildah) user="$(buildah "${store[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")" ;;
+  docker | podman)
+    user="$("$runner" "${store[@]}" image inspect --format '{{.Config.User}}' "$IMAGE")"
+    cmd="$("$runner" "${store[@]}" image inspect --format '{{range .Config.Cmd}}{{println .}}{{end}}' "$IMAGE")"
+    ;;
+  buildah)
+    user="$(buildah "${store[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")"
+    cmd="$(buildah "${store[@]}" inspect --type image --format '{{range .OCIv1.Config.Cmd}}{{println .}}{{end}}' "$IMAGE")"
+    ;;
   *) fail "unknown CONTAINER_ENGINE '$runner' (docker, podman or buildah)" ;;
 esac
 case "$user" in
   "" | root | 0 | 0:* | root:*) fail "image runs as root (USER '${user}'); Grand Challenge refuses that" ;;
 esac
 log "image $IMAGE runs as USER $user"
+# Grand Challenge's runtime wrapper runs ENTRYPOINT + CMD with Docker's rules: a CMD (e.g. one inherited
+# from the base image) would be appended to process.py's arguments.
+[[ -z "$cmd" ]] || fail "image has a CMD ($(echo "$cmd" | paste -sd ' ')): it would be appended to the ENTRYPOINT on Grand Challenge; clear it with CMD []"
+log "image $IMAGE has no CMD"
 
 gpu=()
 gpus="${GPUS:-auto}"

@@ -26,7 +26,8 @@ def tool(name: str) -> str:
 
 
 def shell_files() -> list[str]:
-    files = SCRIPTS + [".ci/run"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "scripts").glob("*.sh"))
+    helpers = [*(REPO / "scripts").glob("*.sh"), *(REPO / "tests").glob("*.sh")]
+    files = SCRIPTS + [".ci/run"] + sorted(p.relative_to(REPO).as_posix() for p in helpers)
     return [f for f in files if (REPO / f).is_file()]
 
 
