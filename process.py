@@ -8,6 +8,7 @@ Other files beside the scan (inputs.json, clinical information) are ignored.
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pdac.cli import setup_logging
@@ -40,9 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=Path("/output"))
     args = parser.parse_args(argv)
     setup_logging()
+    started = time.perf_counter()
     try:
         from pdac.infer.io import ensure_writable_dir, read_image, write_image_atomic, write_json_atomic
         from pdac.infer.pipeline import Pipeline
+        from pdac.infer.usage import peak_memory_gb
 
         scan_path = find_scan(args.input)
         scan = read_image(scan_path)
@@ -55,8 +58,8 @@ def main(argv=None) -> int:
         except PdacError:
             map_path.unlink(missing_ok=True)  # never leave half of the outputs behind
             raise
-        log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s)", scan_path.name, result.likelihood,
-                 len(result.lesions))
+        log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s), %.1f s, peak memory %.2f GB", scan_path.name,
+                 result.likelihood, len(result.lesions), time.perf_counter() - started, peak_memory_gb())
         return 0
     except (PdacError, UsageError) as e:
         log.error("%s", e)

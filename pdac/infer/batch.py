@@ -11,7 +11,10 @@ from tqdm import tqdm
 
 from pdac.config import PipelineConfig
 from pdac.errors import PdacError, UsageError
-from pdac.infer.io import case_id, ensure_writable_dir, find_images, read_image, write_image_atomic, write_json_atomic
+from pdac.infer.dicom import find_cases
+from pdac.infer.io import ensure_writable_dir, write_image_atomic, write_json_atomic
+from pdac.infer.provenance import overlay_label
+from pdac.infer.usage import peak_memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed)."""
     from pdac.infer.pipeline import Pipeline
 
-    scans = find_images([Path(p) for p in inputs])
-    ids = [case_id(p) for p in scans]
+    scans = find_cases([Path(p) for p in inputs])  # image files and DICOM series
+    ids = [s.case_id for s in scans]
     duplicates = sorted({c for c in ids if ids.count(c) > 1})
     if duplicates:
         raise UsageError(f"several inputs map to the same case id: {', '.join(duplicates[:5])}")
@@ -42,17 +45,17 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         k, n = shard
         scans = scans[k::n]
     if not scans:
-        raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files)")
+        raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files or DICOM series)")
     ensure_writable_dir(out)
     pipeline = Pipeline(config, weights)
     likelihood_file = out / (LIKELIHOODS if not shard else f"pdac-likelihood.shard{shard[0]}of{shard[1]}.json")
     likelihoods: dict[str, float] = {}
     failures: dict[str, str] = {}
-    for path in tqdm(scans, desc="detect", unit="scan"):
-        case = case_id(path)
+    for source in tqdm(scans, desc="detect", unit="scan"):
+        case = source.case_id
         t0 = time.perf_counter()
         try:
-            scan = read_image(path)
+            scan = source.read()
             result = pipeline.run(scan, case)
             write_image_atomic(result.detection_map, out / f"{case}_detection_map.mha")
             write_json_atomic({
@@ -62,16 +65,19 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
                 "lesions": [dataclasses.asdict(le) for le in result.lesions],
                 "weights": str(pipeline.weights_dir),
+                "pancreas": result.pancreas,  # stage-1 plausibility
+                "provenance": pipeline.provenance,  # model card, manifest SHA-256, pdac version, configuration
             }, out / f"{case}_lesions.json")
             if overlays:
                 from pdac.infer.overlay import save_detection_overlay
 
                 save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
-                                       f"{case}: PDAC likelihood {result.likelihood:.3f}")
+                                       f"{case}: PDAC likelihood {result.likelihood:.3f}",
+                                       banner=overlay_label(pipeline.provenance))
             likelihoods[case] = result.likelihood
-            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
-                     len(result.lesions), time.perf_counter() - t0,
-                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+            log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s), peak memory %.2f GB", case,
+                     result.likelihood, len(result.lesions), time.perf_counter() - t0,
+                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()), peak_memory_gb())
         except PdacError as e:
             failures[case] = str(e)
             log.error("%s: %s", case, e)

@@ -62,8 +62,13 @@ def save_label_preview(image: sitk.Image, label: sitk.Image, path: Path, title: 
     plt.close(fig)
 
 
-def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "") -> None:
-    """Axial and coronal views through the most suspicious lesion, detection map over the CT."""
+BANNER_COLOUR = "#ff00ff"  # a colour neither the CT (grey) nor the overlay (autumn) produces
+
+
+def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "",
+                           banner: str | None = None) -> None:
+    """Axial and coronal views through the most suspicious lesion, detection map over the CT. `banner`: a
+    warning printed in a box across the top (e.g. synthetic demo weights)."""
     image, detection_map = _radiological(image), _radiological(detection_map)
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     det = sitk.GetArrayFromImage(detection_map).astype(np.float32)
@@ -81,6 +86,9 @@ def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: P
         ax.axis("off")
     fig.colorbar(im, ax=axes, fraction=0.025, label="lesion likelihood")
     fig.suptitle(title)
+    if banner:
+        fig.text(0.5, 1.0, banner, ha="center", va="bottom", fontsize=13, fontweight="bold", color="white",
+                 bbox={"facecolor": BANNER_COLOUR, "edgecolor": "none", "pad": 6})
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
