@@ -1,8 +1,9 @@
 """Inputs of `pdac detect`: image files, and folders holding image files and/or DICOM series.
 
 A folder is searched for image files (.mha, .nii.gz, ...; not recursively, as before) and for DICOM series
-(recursively): each image series (SeriesInstanceUID) is one case, read with SimpleITK's ImageSeriesReader
-in the slice order GDCM derives from the geometry, with rescale slope/intercept applied. Non-image objects
+(recursively): each image series (SeriesInstanceUID, grouped by GDCM) is one case, read with SimpleITK's
+ImageSeriesReader with rescale slope/intercept applied, slices ordered by their position along the slice normal
+(the geometry, never the file names). Non-image objects
 (SR, SEG, RT, presentation states, ...) and single images are skipped; localizer images in a series are left
 out; a series with mixed orientations, missing or uneven slices or a gantry tilt is refused when it is read.
 Each skip or refusal is one log line.
@@ -62,7 +63,7 @@ class DicomSeries:
 
     folder: Path
     uid: str
-    files: tuple[Path, ...]  # in GDCM's geometric order
+    files: tuple[Path, ...]  # ordered along the slice normal
     case_id: str
     problem: str | None = None
 
@@ -157,10 +158,8 @@ def _geometry_problem(headers: list[_Header]) -> str | None:
     along = np.array([h.origin @ normal for h in headers])
     steps = np.diff(along)
     if np.any(np.abs(steps) < POSITION_TOLERANCE_MM):
-        return (f"{int(np.sum(np.abs(steps) < POSITION_TOLERANCE_MM)) + 1} slices at the same position "
+        return (f"{int(np.sum(np.abs(steps) < POSITION_TOLERANCE_MM))} slice(s) at the position of another "
                 "(several phases or reconstructions in one series?)")
-    if not (np.all(steps > 0) or np.all(steps < 0)):
-        return "slice positions are not monotonic"
     spacing = np.abs(steps)
     if spacing.max() - spacing.min() > max(POSITION_TOLERANCE_MM, 0.05 * float(np.median(spacing))):
         return (f"uneven slice spacing ({spacing.min():.2f}-{spacing.max():.2f} mm along the slice normal): "
@@ -202,6 +201,9 @@ def _series_in(folder: Path) -> tuple[list[DicomSeries], int]:
                     log.warning("%s skipped: localizer images only", where)
                     continue
                 log.warning("%s: left out %d localizer image(s)", where, len(headers) - len(images))
+            # GDCM orders by the first file's normal, which may be a localizer's: order the rest ourselves
+            normal = images[0].direction[:, 2]
+            images.sort(key=lambda h: float(h.origin @ normal))
             if len(images) == 1:
                 if images[0].size[2:] and images[0].size[2] > 1:
                     log.warning("%s skipped: multi-frame (enhanced) DICOM is not supported; convert it to "
