@@ -13,6 +13,7 @@ from pdac.config import PipelineConfig
 from pdac.errors import PdacError, UsageError
 from pdac.infer.dicom import find_cases
 from pdac.infer.io import ensure_writable_dir, write_image_atomic, write_json_atomic
+from pdac.infer.plausibility import pancreas_note
 from pdac.infer.provenance import overlay_label
 from pdac.infer.usage import peak_memory_gb
 
@@ -71,8 +72,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
             if overlays:
                 from pdac.infer.overlay import save_detection_overlay
 
-                save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png",
-                                       f"{case}: PDAC likelihood {result.likelihood:.3f}",
+                title = f"{case}: PDAC likelihood {result.likelihood:.3f}{pancreas_note(result.pancreas)}"
+                save_detection_overlay(scan, result.detection_map, out / f"{case}_overlay.png", title,
                                        banner=overlay_label(pipeline.provenance))
             likelihoods[case] = result.likelihood
             log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s), peak memory %.2f GB", case,

@@ -161,3 +161,10 @@ def assess_pancreas(scan: sitk.Image, low_grid: sitk.Image, mask: np.ndarray, cf
                        else "the lesion results are probably meaningless")
         log.warning("%s: implausible stage-1 pancreas (%s); %s", name, "; ".join(reasons), consequence)
     return check
+
+
+def pancreas_note(record: dict) -> str:
+    """A few words for an overlay's title when the stage-1 pancreas is missing or implausible."""
+    if not record or record.get("plausible", True):
+        return ""
+    return " (stage-1 pancreas implausible)" if record.get("found") else " (no pancreas found)"
