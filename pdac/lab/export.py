@@ -185,6 +185,8 @@ Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {s
 - `lesion/`: stage 2, nnU-Net `ResidualEncoderUNet` (ResEnc planner, tiny variant `nnUNetResEncTinyPlans`),
   fold 0, checkpoint chosen by (AUROC + AP) / 2 on the fold's validation phantoms
   (`checkpoint_best_panorama.pth`; see `lesion/fold_0/checkpoint_selection.json`).
+- `model.json`: the model card (name, version, `synthetic: true`, training data, held-out metrics and
+  the data they were measured on, intended use, license); it is in the manifest.
 - `manifest.json`: SHA-256 of every file; checked before anything is loaded.
 
 {budget}.
