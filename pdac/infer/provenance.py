@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,11 @@ def write_model_card(weights_dir: Path, card: dict[str, Any]) -> Path:
 
 
 def pdac_version() -> str:
+    """The running code's version: `pdac.__version__` (the parent package is loaded with this module; not
+    imported by name, the package root being the CLI's room), else the installed distribution's."""
+    version = getattr(sys.modules.get("pdac"), "__version__", None)
+    if version:
+        return str(version)
     try:
         return metadata.version("pdac")
     except metadata.PackageNotFoundError:
