@@ -8,6 +8,7 @@ Other files beside the scan (inputs.json, clinical information) are ignored.
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pdac.cli import setup_logging
@@ -46,10 +47,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=Path("/output"))
     args = parser.parse_args(argv)
     setup_logging()
+    started = time.perf_counter()
     try:
         raise_on_termination_signals()  # GC's time limit sends SIGTERM
         from pdac.infer.io import ensure_writable_dir, image_writer, json_writer, read_image, write_files_atomic
         from pdac.infer.pipeline import Pipeline
+        from pdac.infer.usage import peak_memory_gb
 
         scan_path = find_scan(args.input)
         scan = read_image(scan_path)
@@ -60,8 +63,8 @@ def main(argv=None) -> int:
         # removes both. Only SIGKILL between the two renames can leave a map without its likelihood.
         write_files_atomic([(map_path, image_writer(result.detection_map)),
                             (args.output / "pdac-likelihood.json", json_writer(result.likelihood))])
-        log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s)", scan_path.name, result.likelihood,
-                 len(result.lesions))
+        log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s), %.1f s, peak memory %.2f GB", scan_path.name,
+                 result.likelihood, len(result.lesions), time.perf_counter() - started, peak_memory_gb())
         return 0
     except (PdacError, UsageError, Interrupted) as e:
         log.error("%s", e)

@@ -328,16 +328,20 @@ def cmd_study(args) -> int:
 
 
 def add_manifest_parser(sub) -> None:
-    m = sub.add_parser("weights-manifest", help="regenerate the SHA-256 manifest after changing weights")
+    m = sub.add_parser("weights-manifest", help="check the model card (model.json; a template is written when "
+                       "missing) and regenerate the SHA-256 manifest after changing weights")
     m.add_argument("weights_dir")
     m.set_defaults(func=cmd_manifest)
 
 
 def cmd_manifest(args) -> int:
+    from pdac.infer.provenance import ensure_model_card
     from pdac.infer.weights import write_manifest
 
+    card = ensure_model_card(Path(args.weights_dir))  # refuses (exit 4) a missing or incomplete card
     manifest = write_manifest(Path(args.weights_dir))
-    print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'}")
+    print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'} "
+          f"(model {card['name']} {card['version']}{', synthetic' if card['synthetic'] else ''})")
     return 0
 
 

@@ -81,6 +81,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PlausibilityConfig:
+    """Is what stage 1 calls the pancreas anatomically possible? Sources of the numbers: resources/pipeline.toml."""
+
+    action: Literal["warn", "fallback"] = "warn"  # fallback: an implausible pancreas counts as not found
+    min_volume_ml: float = 15.0
+    max_volume_ml: float = 250.0
+    min_median_hu: float = 20.0
+    max_median_hu: float = 200.0
+    check_pelvis: bool = True  # a pancreas below the top of the bony pelvis (iliac crests) is implausible
+    ct_air_max_hu: float = -500.0  # a CT shows air: its darkest 0.1% of voxels lie below this
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
@@ -93,6 +106,7 @@ class PipelineConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    plausibility: PlausibilityConfig = field(default_factory=PlausibilityConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:

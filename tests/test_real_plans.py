@@ -7,6 +7,7 @@ import numpy as np
 import SimpleITK as sitk
 from conftest import REPO, assert_valid_detection_map, pdac
 
+from pdac.infer.provenance import write_model_card
 from pdac.lab.bench import random_model_folder
 
 BASELINE = REPO / "pdac" / "lab" / "data" / "panorama-baseline"
@@ -20,6 +21,10 @@ def test_baseline_plans_load_and_run_unchanged(tmp_path, phantom_scans):
     random_model_folder(STAGE1, weights / "pancreas", background_bias=10.0)
     random_model_folder(STAGE2, weights / "lesion")
     assert (weights / "pancreas" / "plans.json").read_bytes() == (STAGE1 / "plans.json").read_bytes()
+    write_model_card(weights, {"name": "baseline-plans-random", "version": "0", "synthetic": True,
+                               "trained_on": "nothing: random weights", "intended_use": "compatibility test",
+                               "heldout_metrics": {"data": "none (random weights)", "patient_auroc": 0.5},
+                               "license": "Apache-2.0"})
     r = pdac("weights-manifest", str(weights))
     assert r.returncode == 0, r.stderr
     scan_path = phantom_scans["oblique"]

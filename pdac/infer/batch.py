@@ -12,19 +12,21 @@ from tqdm import tqdm
 from pdac.config import PipelineConfig
 from pdac.errors import OutputError, PdacError, UsageError
 from pdac.infer.detect_report import DetectReport
+from pdac.infer.dicom import ScanFile, find_cases
 from pdac.infer.io import (
     case_id,
     ensure_writable_dir,
-    find_images,
     image_writer,
     json_writer,
     merge_json_object,
-    read_image,
     shown,
     utf8_name,
     write_files_atomic,
 )
+from pdac.infer.plausibility import pancreas_note
+from pdac.infer.provenance import overlay_label
 from pdac.infer.shards import LIKELIHOODS, shard_file_name
+from pdac.infer.usage import peak_memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +74,17 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     one output folder at the same time without dropping each other's cases."""
     from pdac.infer.pipeline import Pipeline
 
-    scans = find_images([Path(p) for p in inputs])
+    found = find_cases([Path(p) for p in inputs])  # image files and DICOM series
     failures: dict[str, str] = {}
     usable = []
-    for path in scans:
-        reason = unusable_name(path)
+    for source in found:
+        reason = unusable_name(source.path) if isinstance(source, ScanFile) else None
         if reason:
-            failures[shown(path.name)] = reason
-            log.error("%s: %s", shown(path), reason)
+            failures[shown(source.path.name)] = reason
+            log.error("%s: %s", shown(source.path), reason)
         else:
-            usable.append(path)
-    ids = [case_id(p) for p in usable]
+            usable.append(source)
+    ids = [s.case_id for s in usable]
     duplicates = sorted({c for c in ids if ids.count(c) > 1})
     if duplicates:
         raise UsageError(f"several inputs map to the same case id: {', '.join(duplicates[:5])}")
@@ -91,7 +93,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         k, n = shard
         scans = scans[k::n]
     if not scans and not failures:
-        raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files)")
+        raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files or DICOM series)")
     ensure_writable_dir(out)
     likelihood_file = out / (LIKELIHOODS if not shard else shard_file_name(*shard))
     _check_merge_target(likelihood_file)
@@ -99,13 +101,13 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     done = 0
     html = DetectReport(out, pipeline.weights_dir, len(scans), shard) if report and pipeline else None
     try:
-        for path in tqdm(scans, desc="detect", unit="scan"):
-            case = case_id(path)
+        for source in tqdm(scans, desc="detect", unit="scan"):
+            case = source.case_id
             t0 = time.perf_counter()
             if html:
                 html.begin(case)
             try:
-                scan = read_image(path)
+                scan = source.read()
                 result = pipeline.run(scan, case)
                 record = {
                     "case": case,
@@ -114,6 +116,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                     "crop_index_xyz": {"start": list(result.crop.start), "size": list(result.crop.size)},
                     "lesions": [dataclasses.asdict(le) for le in result.lesions],
                     "weights": str(pipeline.weights_dir),
+                    "pancreas": result.pancreas,  # stage-1 plausibility
+                    "provenance": pipeline.provenance,  # model card, manifest SHA-256, pdac version, configuration
                 }
                 outputs = [
                     (out / f"{case}_detection_map.mha", image_writer(result.detection_map)),
@@ -122,9 +126,10 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 if overlays:
                     from pdac.infer.overlay import save_detection_overlay
 
-                    outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, case=case:
-                                    save_detection_overlay(scan, result.detection_map, Path(tmp),
-                                                           f"{case}: PDAC likelihood {result.likelihood:.3f}")))
+                    title = f"{case}: PDAC likelihood {result.likelihood:.3f}{pancreas_note(result.pancreas)}"
+                    outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, title=title:
+                                    save_detection_overlay(scan, result.detection_map, Path(tmp), title,
+                                                           banner=overlay_label(pipeline.provenance))))
                 write_files_atomic(outputs)
                 try:
                     merge_json_object(likelihood_file, {case: result.likelihood})
@@ -135,9 +140,9 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 done += 1
                 if html:
                     html.add(case, scan, result.detection_map, record)
-                log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s)", case, result.likelihood,
-                         len(result.lesions), time.perf_counter() - t0,
-                         ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+                log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s), peak memory %.2f GB", case,
+                         result.likelihood, len(result.lesions), time.perf_counter() - t0,
+                         ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()), peak_memory_gb())
             except PdacError as e:
                 failures[case] = str(e)
                 log.error("%s: %s", case, e)

@@ -7,6 +7,7 @@ class, so folders from trainers we do not have (the official baseline's
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -177,16 +178,17 @@ def load_model(files: ModelFiles, cfg: ModelConfig, device: torch.device) -> Mod
             msg = re.sub(r"\s+", " ", str(e))[:200]
             raise WeightsError(f"{files.folder}: fold {fold} checkpoint does not match plans.json ({msg})") from None
     mirroring = cfg.mirroring_on(device.type)
-    predictor = nnUNetPredictor(
-        tile_step_size=cfg.tile_step_size,
-        use_gaussian=True,
-        use_mirroring=mirroring,
-        perform_everything_on_device=device.type == "cuda",
-        device=device,
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # on the CPU it prints a notice on every model load
+        predictor = nnUNetPredictor(
+            tile_step_size=cfg.tile_step_size,
+            use_gaussian=True,
+            use_mirroring=mirroring,
+            perform_everything_on_device=device.type == "cuda",
+            device=device,
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
     predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
                                     trainer_name or "nnUNetTrainer", mirror_axes)
     name = files.folder.name

@@ -63,8 +63,12 @@ def save_label_preview(image: sitk.Image, label: sitk.Image, path: Path, title: 
     plt.close(fig)
 
 
-def _detection_overlay_figure(image: sitk.Image, detection_map: sitk.Image, title: str):
-    """Axial and coronal views through the most suspicious lesion, detection map over the CT, colour scale."""
+BANNER_COLOUR = "#ff00ff"  # a colour neither the CT (grey) nor the overlay (autumn) produces
+
+
+def _detection_overlay_figure(image: sitk.Image, detection_map: sitk.Image, title: str, banner: str | None = None):
+    """Axial and coronal views through the most suspicious lesion, detection map over the CT, colour scale.
+    `banner`: a warning printed in a box across the top (e.g. synthetic demo weights)."""
     image, detection_map = _radiological(image), _radiological(detection_map)
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     det = sitk.GetArrayFromImage(detection_map).astype(np.float32)
@@ -82,20 +86,25 @@ def _detection_overlay_figure(image: sitk.Image, detection_map: sitk.Image, titl
         ax.axis("off")
     fig.colorbar(im, ax=axes, fraction=0.025, label="lesion likelihood")
     fig.suptitle(title)
+    if banner:
+        fig.text(0.5, 1.0, banner, ha="center", va="bottom", fontsize=13, fontweight="bold", color="white",
+                 bbox={"facecolor": BANNER_COLOUR, "edgecolor": "none", "pad": 6})
     return fig
 
 
-def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "") -> None:
+def save_detection_overlay(image: sitk.Image, detection_map: sitk.Image, path: Path, title: str = "",
+                           banner: str | None = None) -> None:
     """Axial and coronal views through the most suspicious lesion, detection map over the CT."""
-    fig = _detection_overlay_figure(image, detection_map, title)
+    fig = _detection_overlay_figure(image, detection_map, title, banner)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
-def detection_overlay_png(image: sitk.Image, detection_map: sitk.Image, title: str = "", dpi: int = 72) -> bytes:
+def detection_overlay_png(image: sitk.Image, detection_map: sitk.Image, title: str = "", dpi: int = 72,
+                          banner: str | None = None) -> bytes:
     """The detection overlay as PNG bytes (for reports that embed their images)."""
-    fig = _detection_overlay_figure(image, detection_map, title)
+    fig = _detection_overlay_figure(image, detection_map, title, banner)
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")

@@ -30,6 +30,8 @@ from pdac.infer.io import MAX_VOXELS
 from pdac.infer.lesion import lesion_probability, mask_probability
 from pdac.infer.models import Model, load_model, resolve_device
 from pdac.infer.pancreas import segment_pancreas
+from pdac.infer.plausibility import assess_pancreas
+from pdac.infer.provenance import weights_provenance
 from pdac.infer.weights import find_weights_dir, verify_weights
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class CaseResult:
     pancreas_found: bool
     crop: Region
     seconds: dict[str, float] = field(default_factory=dict)
+    pancreas: dict = field(default_factory=dict)  # stage-1 plausibility (plausibility.PancreasCheck.record())
 
 
 def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
@@ -115,9 +118,12 @@ class Pipeline:
         # Every byte the models are built from comes from `verified`: checked before any checkpoint is
         # unpickled, and hashed again as it is read (pdac.infer.weights).
         verified = verify_weights(self.weights_dir, needed)
+        self.provenance = weights_provenance(self.weights_dir, config)  # model card, manifest hash, config
         self.device = resolve_device(config.runtime.device)
         if config.runtime.threads > 0:
             torch.set_num_threads(config.runtime.threads)
+        log.info("device: %s", torch.cuda.get_device_name(self.device) + " (cuda)" if self.device.type == "cuda"
+                 else f"cpu ({torch.get_num_threads()} threads)")
         self.pancreas_model = load_model(verified.model(config.stage1.model), config.stage1, self.device)
         self.lesion_model = load_model(verified.model(config.stage2.model), config.stage2, self.device)
 
@@ -136,6 +142,10 @@ class Pipeline:
         check_stage1_work(scan, cfg.stage1.spacing_mm, self.pancreas_model, cfg.limits, name)
         low_grid, pancreas_mask = segment_pancreas(self.pancreas_model, scan, cfg.stage1.spacing_mm)
         lap("stage1")
+        pancreas = assess_pancreas(scan, low_grid, pancreas_mask, cfg.plausibility, name)
+        if pancreas.found and not pancreas.plausible and cfg.plausibility.action == "fallback":
+            pancreas_mask = np.zeros_like(pancreas_mask)
+        lap("plausibility")
         region = crop_region_around_mask(pancreas_mask, low_grid, scan, cfg.crop.margins_mm)
         pancreas_found = region is not None
         log.info("%s: stage 1 done in %.1f s, pancreas %s", name, seconds["stage1"],
@@ -155,4 +165,4 @@ class Pipeline:
         likelihood = float(np.clip(detection_roi.max(initial=0.0), 0.0, 1.0))
         detection_map = copy_geometry(detection, scan)
         lap("postprocess")
-        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds)
+        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record())

@@ -4,6 +4,7 @@ phantoms through the full pipeline, copy the winner into weights/ with its manif
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from pdac.config import load_config
 from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.io import case_id
+from pdac.infer.provenance import write_model_card
 from pdac.infer.weights import write_manifest
 from pdac.lab.demo_weights import STAGE1_TRAINER
 from pdac.train.select_checkpoint import SELECTED, select_checkpoint
@@ -107,9 +109,35 @@ def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict |
                "config": dataclasses.asdict(config)}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "README.md").write_text(weights_readme(summary))
+    write_model_card(out, demo_model_card(summary, datetime.date.today().isoformat()))
     write_manifest(out)  # last: it hashes every file in the folder
     log.info("demo weights: %s (held-out %s)", best, candidates[best]["heldout"])
     return summary
+
+
+def demo_model_card(summary: dict, version: str) -> dict:
+    """The model card (model.json) of the demo weights: synthetic, for testing the software only."""
+    best = summary["selected_trainer"]
+    h = summary["candidates"][best]["heldout"]
+    budget = summary.get("budget", {})
+    return {
+        "name": "pdac-demo-synthetic",
+        "version": version,
+        "synthetic": True,
+        "trained_on": (f"synthetic CECT phantoms from `pdac phantom` (train seed {summary['train_seed']}), no patient "
+                       f"data; stage 1 {STAGE1_TRAINER} fold all, {budget.get('stage1_epochs', '?')} epochs x "
+                       f"{budget.get('stage1_iterations', '?')} iterations; stage 2 {best} fold 0, "
+                       f"{budget.get('stage2_epochs', '?')} x {budget.get('stage2_iterations', '?')}"),
+        "heldout_metrics": {
+            "data": (f"{h['cases']} synthetic phantoms of held-out seed {summary['heldout_seed']} "
+                     f"({h['positives']} with PDAC); full pipeline, default configuration, picai_eval"),
+            "patient_auroc": h["auroc"], "lesion_ap": h["ap"], "score": h["score"],
+            "pancreas_found": h["pancreas_found"], "cases": h["cases"],
+        },
+        "intended_use": ("demonstrating and testing the software (training, inference, GC container) only; the "
+                         "results are not meaningful on patient scans; not a medical device"),
+        "license": "Apache-2.0",
+    }
 
 
 def weights_readme(summary: dict) -> str:
@@ -157,6 +185,8 @@ Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {s
 - `lesion/`: stage 2, nnU-Net `ResidualEncoderUNet` (ResEnc planner, tiny variant `nnUNetResEncTinyPlans`),
   fold 0, checkpoint chosen by (AUROC + AP) / 2 on the fold's validation phantoms
   (`checkpoint_best_panorama.pth`; see `lesion/fold_0/checkpoint_selection.json`).
+- `model.json`: the model card (name, version, `synthetic: true`, training data, held-out metrics and
+  the data they were measured on, intended use, license); it is in the manifest.
 - `manifest.json`: SHA-256 of every file; checked before anything is loaded.
 
 {budget}.
