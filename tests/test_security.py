@@ -288,8 +288,10 @@ def hostile_batch(tmp_path_factory, phantom_scans):
     body.SetSpacing((3.0, 3.0, 4.0))
     sitk.WriteImage(body, str(folder / "detached.mhd"))
     out = base / "out"
+    empty_mount = base / "empty-model-mount"  # GC without an uploaded model: the demo weights, said so
+    empty_mount.mkdir()
     started = time.monotonic()
-    r = pdac("detect", str(folder), "-o", str(out), timeout=300)
+    r = pdac("detect", str(folder), "-o", str(out), env={"PDAC_GC_MODEL_DIR": str(empty_mount)}, timeout=300)
     return r, out, kinds, time.monotonic() - started
 
 
@@ -322,6 +324,13 @@ def test_legitimate_detached_header_still_works(hostile_batch):
     r, out, _, _ = hostile_batch
     assert (out / "detached_detection_map.mha").is_file(), r.stderr[-3000:]
     assert (out / "good_detection_map.mha").is_file()
+
+
+def test_the_weights_used_and_why_are_logged(hostile_batch):
+    r, *_ = hostile_batch
+    lines = [ln for ln in r.stderr.splitlines() if "INFO pdac.pipeline: using weights" in ln]
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert f"using weights {WEIGHTS} (bundled demo weights: " in lines[0] and "empty-model-mount is empty" in lines[0]
 
 
 def _log_seconds(stderr: str, pattern: str) -> list[int]:

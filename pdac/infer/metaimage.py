@@ -100,7 +100,7 @@ def data_file(path: Path, header: Header) -> tuple[Path, int]:
     return target, header_size
 
 
-def _expected_bytes(path: Path, fields: dict[str, str]) -> int | None:
+def _expected_bytes(fields: dict[str, str]) -> int | None:
     try:
         ndims = int(fields["NDIMS"])
         dims = [int(v) for v in fields["DIMSIZE"].split()]
@@ -152,7 +152,7 @@ def check_metaimage(path: Path, max_voxels: int) -> None:
     if element not in ELEMENT_SIZES:
         raise _refuse(path, f"unsupported element type {element or '(none)'} (need a numeric scalar type)")
     source, offset = data_file(path, header)
-    expected = _expected_bytes(path, fields)
+    expected = _expected_bytes(fields)
     if expected is None or expected // ELEMENT_SIZES[element] > max_voxels:
         return  # SimpleITK's header reading and the voxel limit refuse it next
     if fields.get("BINARYDATA", "True").lower() == "false":

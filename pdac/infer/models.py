@@ -20,7 +20,7 @@ import torch
 
 from pdac.config import ModelConfig
 from pdac.errors import WeightsError
-from pdac.infer.weights import ModelFiles, is_plain_relative
+from pdac.infer.weights import ModelFiles, is_plain_name
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def fold_checkpoints(files: ModelFiles, cfg: ModelConfig) -> list[tuple[str, str
     every fold_* folder among `files`; per fold the first present name of `cfg.checkpoints`. Checkpoint
     names must be plain file names: a path from the configuration never reaches the loader."""
     for name in cfg.checkpoints:
-        if not is_plain_relative(name) or "/" in name:
+        if not is_plain_name(name):
             raise WeightsError(f"checkpoint name must be a file name inside the fold folder, got {name!r}")
     if cfg.folds:
         folds = [str(f) for f in cfg.folds]

@@ -97,6 +97,11 @@ def is_plain_relative(name: str) -> bool:
     return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
+def is_plain_name(name: str) -> bool:
+    """A single file or folder name (no separators, not '.' or '..')."""
+    return is_plain_relative(name) and "/" not in name
+
+
 @dataclass(frozen=True)
 class VerifiedFile:
     path: Path  # resolved real path, inside the resolved weights folder
@@ -132,7 +137,7 @@ class VerifiedWeights:
 
     def model(self, name: str) -> ModelFiles:
         """The verified files of the model folder `name` (a plain folder name inside the weights folder)."""
-        if not is_plain_relative(name) or "/" in name:
+        if not is_plain_name(name):
             raise WeightsError(f"model folder must be a folder name inside {self.folder}, got {name!r}")
         prefix = name + "/"
         names = frozenset(n[len(prefix):] for n in self.files if n.startswith(prefix))
@@ -230,7 +235,7 @@ def _read_manifest(folder: Path, root: Path) -> dict[str, str]:
             isinstance(k, str) and is_plain_relative(k) and isinstance(v, str) and _DIGEST.fullmatch(v)
             for k, v in files.items()):
         raise WeightsError(f"{manifest_path}: not a valid manifest (expected {{\"files\": {{relative path: "
-                           "sha256}}}} with plain relative paths)")
+                           "sha256}} with plain relative paths)")
     return {k: v.lower() for k, v in files.items()}
 
 
@@ -258,8 +263,7 @@ def verify_weights(weights_dir: Path, needed: list[str] | None = None) -> Verifi
             raise WeightsError(f"{shown}: resolves outside the weights folder (-> {real}); refusing it")
         if _hash_file(real, shown) != digest:
             raise WeightsError(f"weights file corrupt or modified (checksum mismatch): {shown}")
-        entry = VerifiedFile(real, digest)
-        verified[name] = entry
+        verified[name] = VerifiedFile(real, digest)
     for name in needed or []:
         if PurePosixPath(name).as_posix() not in verified:
             raise WeightsError(f"weights file missing: {folder / name}")
