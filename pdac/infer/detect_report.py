@@ -49,20 +49,23 @@ TEMPLATE = """{% extends "page.html" %}
 <table class="sortable" id="cases">
 <thead><tr>
   <th data-sort="text">case</th>
+  <th>overlay</th>
   <th data-sort="num" class="num" aria-sort="descending">likelihood</th>
   <th data-sort="num" class="num">candidates</th>
-  <th data-sort="num" class="num">largest candidate (ml)</th>
+  <th data-sort="num" class="num">largest candidate (mL)</th>
   <th data-sort="text">pancreas found</th>
   {% if show_plausibility %}<th data-sort="text">pancreas plausible</th>{% endif %}
   <th data-sort="text">warnings</th>
   <th data-sort="num" class="num">time (s)</th>
   <th>files</th>
-  <th>overlay</th>
 </tr></thead>
 <tbody>
 {% for e in entries %}
 <tr>
   <td>{{ e.case }}</td>
+  <td>{% if e.overlay %}<details class="overlay"><summary><img src="{{ e.overlay }}"
+      alt="{{ e.case }}: axial and coronal views"></summary></details>{% else %}<span class="muted">–</span>
+      {% endif %}</td>
   <td class="num" data-value="{{ e.likelihood }}">{{ e.likelihood|number }}</td>
   <td class="num">{{ e.candidates }}</td>
   <td class="num" data-value="{{ e.largest_ml if e.largest_ml is not none else '' }}">{{ e.largest_ml|number(2) }}</td>
@@ -75,9 +78,6 @@ TEMPLATE = """{% extends "page.html" %}
   <td class="num" data-value="{{ e.seconds }}">{{ "%.1f"|format(e.seconds) }}</td>
   <td class="small">{% for label, name in e.files %}<a href="{{ name|urlencode }}" title="{{ name }}">{{ label }}</a>
     {% if not loop.last %} &middot; {% endif %}{% endfor %}</td>
-  <td>{% if e.overlay %}<details class="overlay"><summary><img src="{{ e.overlay }}"
-      alt="{{ e.case }}: axial and coronal views"></summary></details>{% else %}<span class="muted">–</span>
-      {% endif %}</td>
 </tr>
 {% endfor %}
 </tbody>
@@ -120,10 +120,14 @@ class CaseEntry:
 
     @property
     def plausibility_details(self) -> str:
+        """Volume, median HU and the reasons (the rest of the record stays in the lesion list)."""
         p = self.plausibility
-        if isinstance(p, dict):
-            return ", ".join(f"{k}: {_short(v)}" for k, v in p.items() if k != "plausible")
-        return "" if p is None else _short(p)
+        if not isinstance(p, dict):
+            return "" if p is None else _short(p)
+        parts = [f"{_short(p[k])} {unit}" for k, unit in (("volume_ml", "mL"), ("median_hu", "HU median"))
+                 if isinstance(p.get(k), int | float)]
+        reasons = p.get("reasons")
+        return "; ".join(parts + ([_short(reasons)] if reasons else []))
 
 
 def _short(value) -> str:
