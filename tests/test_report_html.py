@@ -47,7 +47,9 @@ def detect_run(tmp_path_factory, phantom_scans):
     root = tmp_path_factory.mktemp("detect-report")
     weights = root / "weights"
     shutil.copytree(WEIGHTS, weights)
-    (weights / "model.json").write_text(json.dumps({"name": "pdac-demo", "version": "2026.1", "synthetic": True}))
+    card = json.loads((weights / "model.json").read_text()) | {"name": "pdac-demo", "version": "2026.1"}
+    (weights / "model.json").write_text(json.dumps(card))
+    assert pdac("weights-manifest", str(weights)).returncode == 0
     scans = root / "scans"
     scans.mkdir()
     shutil.copy(phantom_scans["identity"], scans / "plain_0000.mha")
@@ -68,10 +70,10 @@ def test_detect_report_lists_every_case(detect_run):
     for row in tables["cases"]:
         record = json.loads((out / f"{row[0]}_lesions.json").read_text())
         volumes = [le["volume_mm3"] for le in record["lesions"]]
-        assert row[1] == f"{record['likelihood']:.3f}"
-        assert row[2] == str(len(volumes))
-        assert row[3] == (f"{max(volumes) / 1000:.2f}" if volumes else "–")
-        assert row[4] == ("yes" if record["pancreas_found"] else "no")
+        assert row[2] == f"{record['likelihood']:.3f}"  # row[1]: the overlay thumbnail
+        assert row[3] == str(len(volumes))
+        assert row[4] == (f"{max(volumes) / 1000:.2f}" if volumes else "–")
+        assert row[5] == ("yes" if record["pancreas_found"] else "no")
     assert len(tables["failures"]) == 1 and tables["failures"][0][0] == "broken"
     assert "cannot read image" in tables["failures"][0][1]
     summary = " ".join(html.split('id="summary">')[1].split("</p>")[0].split())
