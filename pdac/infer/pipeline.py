@@ -20,7 +20,7 @@ from pdac.infer.candidates import Lesion, candidates, lesion_list
 from pdac.infer.geometry import Region, centred_region, copy_geometry, crop, crop_region_around_mask, paste
 from pdac.infer.io import MAX_VOXELS
 from pdac.infer.lesion import lesion_probability, mask_probability
-from pdac.infer.models import load_model, resolve_device
+from pdac.infer.models import load_model, resolve_device, resolve_precision
 from pdac.infer.pancreas import segment_pancreas
 from pdac.infer.weights import resolve_weights_dir, verify_weights
 
@@ -77,6 +77,9 @@ class Pipeline:
             torch.set_num_threads(config.runtime.threads)
         self.pancreas_model = load_model(self.weights_dir / config.stage1.model, config.stage1, self.device)
         self.lesion_model = load_model(self.weights_dir / config.stage2.model, config.stage2, self.device)
+        self.precision = resolve_precision(config.runtime.precision, self.device)
+        for model in (self.pancreas_model, self.lesion_model):
+            model.precision = self.precision
 
     def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
         cfg = self.config
