@@ -36,6 +36,9 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step", type=float, help="sliding-window tile step size (fraction of the patch)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0: all cores)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network arithmetic on the CPU (bf16: bfloat16 autocast; auto: bf16 where the CPU has "
+                        "native bfloat16 instructions); CUDA always uses nnU-Net's mixed precision")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any configuration value, e.g. --set detection.dynamic_threshold_factor=4")
 
@@ -60,6 +63,8 @@ def config_from_args(args):
         rt["device"] = args.device
     if option("threads") is not None:
         rt["threads"] = args.threads
+    if option("precision"):
+        rt["precision"] = args.precision
     return load_config(args.config, {k: v for k, v in overrides.items() if v})
 
 
@@ -268,7 +273,8 @@ def cmd_evaluate(args) -> int:
 
 
 def add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="time our pipeline vs a baseline-style reference vs the network alone")
+    b = sub.add_parser("bench", help="time our pipeline (fp32 and bf16) vs a baseline-style reference vs the network "
+                       "alone; or, with --precision-equivalence, compare fp32 and bf16 results")
     b.add_argument("--sizes", nargs="+", choices=["small", "full", "large"],
                    help="phantom sizes (default: small full; large = 512 x 512 x 400, the memory target)")
     b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
@@ -278,18 +284,45 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--folds", type=int, nargs="+")
     b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     b.add_argument("--step", type=float)
-    b.add_argument("--json", help="also write all timings to this file")
+    b.add_argument("--json", help="also write all timings (or the equivalence results) to this file")
+    e = b.add_argument_group("precision equivalence (fp32 vs bf16 results instead of timings)")
+    e.add_argument("--precision-equivalence", action="store_true",
+                   help="run both precisions on held-out phantoms (and --scans): likelihood differences, AUROC/AP "
+                        "with paired bootstrap CIs of the difference, candidate agreement, map Dice")
+    e.add_argument("--cases", type=int, default=40, help="held-out phantoms, half with a PDAC")
+    e.add_argument("--seed", type=int, default=19, help="phantom seed (not a training or recorded held-out seed)")
+    e.add_argument("--scans", nargs="+", default=[], help="extra scans without labels, e.g. a real CT")
+    e.add_argument("--work", help="folder for the phantoms (kept and reused; default: a temporary folder)")
     b.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     from pdac.lab.bench import BenchSettings, run_bench
 
+    if args.precision_equivalence:
+        return cmd_precision_equivalence(args)
     if args.runs < 1:
         raise UsageError("--runs must be at least 1")
     settings = BenchSettings(sizes=tuple(args.sizes or ()), runs=args.runs, weights=args.weights,
                              folds=tuple(args.folds or ()), tta=args.tta, step=args.step, real_plans=args.real_plans)
     results, lines = run_bench(settings)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_precision_equivalence(args) -> int:
+    from pdac.lab.precision import EquivalenceSettings, run_precision_equivalence
+
+    if args.cases < 2:
+        raise UsageError("--cases must be at least 2 (one with and one without a PDAC)")
+    for scan in args.scans:
+        if not Path(scan).is_file():
+            raise UsageError(f"--scans: no such file: {scan}")
+    settings = EquivalenceSettings(cases=args.cases, seed=args.seed, scans=tuple(args.scans), weights=args.weights,
+                                   work=args.work)
+    results, lines = run_precision_equivalence(settings)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print("\n".join(lines))

@@ -12,7 +12,10 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,6 +26,12 @@ from pdac.errors import WeightsError
 from pdac.infer.weights import ModelFiles, is_plain_name
 
 log = logging.getLogger(__name__)
+
+# CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic: AVX-512 BF16 and AMX-BF16.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+# What the network runs in: fp32; bf16 (bfloat16 autocast on the CPU); amp (CUDA: nnU-Net's own autocast).
+Precision = Literal["fp32", "bf16", "amp"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,6 +71,47 @@ def fold_checkpoints(files: ModelFiles, cfg: ModelConfig) -> list[tuple[str, str
     return chosen
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The processor's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in text.splitlines() if line.startswith("flags") for word in line.split()[2:])
+
+
+def choose_precision(setting: str, device_type: str, flags: frozenset[str]) -> Precision:
+    """The arithmetic the networks run in, from the `runtime.precision` setting, the device and the CPU's flags.
+
+    On CUDA nnU-Net's own mixed precision always runs (the setting is for the CPU). On the CPU, `auto` is
+    bf16 only where the processor computes bfloat16 natively: elsewhere autocast emulates it, slower than fp32."""
+    if device_type == "cuda":
+        return "amp"
+    if setting == "auto":
+        return "bf16" if flags & NATIVE_BF16_FLAGS else "fp32"
+    if setting in ("fp32", "bf16"):
+        return setting
+    raise ValueError(f"unknown precision setting {setting!r}")  # the config's Literal refuses it first
+
+
+def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> Precision:
+    """`choose_precision` for this machine, logged once (per pipeline)."""
+    flags = cpu_flags() if flags is None else flags
+    chosen = choose_precision(setting, device.type, flags)
+    native = sorted(flags & NATIVE_BF16_FLAGS)
+    if chosen == "amp":
+        if setting != "auto":
+            log.warning("precision %s applies to the CPU only; CUDA runs nnU-Net's own mixed precision", setting)
+        log.info("precision: nnU-Net's CUDA mixed precision")
+    elif chosen == "bf16" and not native:
+        log.warning("precision bf16: this CPU has no native bfloat16 (avx512_bf16/amx_bf16); expect it to be "
+                    "slower than fp32")
+    else:
+        log.info("precision: %s on the CPU (setting %s; native bfloat16: %s)", chosen, setting,
+                 ", ".join(native) or "no")
+    return chosen
+
+
 @dataclass
 class Model:
     """A loaded nnU-Net model: predictor (all folds) plus what is needed to run it on arrays."""
@@ -69,6 +119,7 @@ class Model:
     name: str
     predictor: object  # nnUNetPredictor
     folds: list[str]
+    precision: Precision = "fp32"  # set by the pipeline from runtime.precision (`resolve_precision`)
 
     @property
     def plans_manager(self):
@@ -207,6 +258,34 @@ def preprocess(model: Model, image: sitk.Image) -> tuple[torch.Tensor, dict]:
     return torch.from_numpy(data), props
 
 
+def _to_float32(module, inputs, output):
+    return output.float()
+
+
+@contextlib.contextmanager
+def _network_precision(model: Model) -> Iterator[None]:
+    """bf16: the network's layers run under CPU bfloat16 autocast and each patch's logits come back as float32,
+    so nnU-Net's Gaussian weighting, TTA averaging and patch accumulation are the same arithmetic as in fp32.
+    fp32 and amp (CUDA, where nnU-Net applies its own autocast): nothing changes."""
+    if model.precision != "bf16":
+        yield
+        return
+    hook = model.predictor.network.register_forward_hook(_to_float32)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+    finally:
+        hook.remove()
+
+
+def predict_logits(model: Model, data: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's sliding-window prediction (folds, TTA) of preprocessed data in the model's precision;
+    float32 logits on the CPU."""
+    with _network_precision(model):
+        logits = model.predictor.predict_logits_from_preprocessed_data(data)
+    return logits.float().cpu()
+
+
 def predict_probabilities(model: Model, image: sitk.Image, channels: list[int]) -> np.ndarray:
     """Softmax probabilities of `channels`, summed, on `image`'s own grid ((z, y, x) float32).
 
@@ -216,7 +295,7 @@ def predict_probabilities(model: Model, image: sitk.Image, channels: list[int]) 
 
     pm, cm = model.plans_manager, model.configuration_manager
     data, props = preprocess(model, image)
-    logits = model.predictor.predict_logits_from_preprocessed_data(data).float().cpu()
+    logits = predict_logits(model, data)
     prob = torch.softmax(logits, 0)[channels].sum(0, keepdim=True).numpy()
     del logits
     spacing_t = [props["spacing"][i] for i in pm.transpose_forward]

@@ -1,16 +1,19 @@
-"""`pdac bench`: our pipeline (a) against a baseline-style reference (b) and the pure network time (c).
+"""`pdac bench`: our pipeline (a) in fp32 and in bf16 against a baseline-style reference (b) and the pure
+network time (c).
 
-(a) `Pipeline(...)` built and run on one scan, in-process (models loaded once, nothing on disk).
+(a) `Pipeline(...)` built and run on one scan, in-process (models loaded once, nothing on disk), once with
+    `runtime.precision = "fp32"` ("ours") and once with "bf16" ("ours_bf16": bfloat16 autocast on the CPU).
 (b) What earlier systems did, written here from their description: the scan resampled and saved as
     NIfTI, `nnUNetv2_predict_from_modelfolder` as a subprocess for stage 1, the crop saved as NIfTI,
     a second subprocess for stage 2 with `--save_probabilities`, the 7-class `.npz` reloaded, then
     the crop bookkeeping and lesion extraction.
 (c) Only the forward passes (sliding window, TTA, folds) that (a) must do for that scan's stage-1
-    input and stage-2 crop, on already preprocessed tensors.
+    input and stage-2 crop, on already preprocessed tensors, in fp32.
 
 Each variant runs in its own fresh process, `--runs` times; medians are reported, with the peak
 resident memory of the process (and its children for (b)). The last line is
-`speedup_vs_baseline_style=X.XX overhead_vs_network=Y.YY peak_rss_gb=Z.Z`.
+`speedup_vs_baseline_style=X.XX overhead_vs_network=Y.YY peak_rss_gb=Z.Z bf16_speedup=W.WW` (fp32 (a) / bf16 (a),
+end to end).
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def run_ours(scan_path: Path, weights: Path, overrides: dict) -> dict:
     pipeline = Pipeline(load_config(overrides=overrides), str(weights))
     result = pipeline.run(read_image(scan_path), scan_path.name)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "likelihood": result.likelihood, "peak_rss_gb": _peak_rss_gb()}
+    return {"seconds": seconds, "likelihood": result.likelihood, "precision": pipeline.precision,
+            "peak_rss_gb": _peak_rss_gb()}
 
 
 def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
@@ -109,7 +113,7 @@ def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
 
     from pdac.infer.geometry import centred_region, crop, crop_region_around_mask
     from pdac.infer.io import read_image
-    from pdac.infer.models import preprocess
+    from pdac.infer.models import predict_logits, preprocess
     from pdac.infer.pancreas import segment_pancreas
     from pdac.infer.pipeline import Pipeline, sanitize
 
@@ -124,7 +128,7 @@ def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad():
         for model, data in inputs:
-            model.predictor.predict_logits_from_preprocessed_data(data)
+            predict_logits(model, data)
     return {"seconds": time.perf_counter() - t0, "peak_rss_gb": _peak_rss_gb()}
 
 
@@ -189,12 +193,17 @@ def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
             "peak_rss_gb": max(_peak_rss_gb(), _peak_rss_gb(children=True))}
 
 
-VARIANTS = {"ours": run_ours, "baseline_style": run_baseline_style, "network": run_network_only}
+# variant -> (what runs, its runtime.precision; None: the reference, which runs nnU-Net's own predictor)
+VARIANTS = {"ours": (run_ours, "fp32"), "ours_bf16": (run_ours, "bf16"), "baseline_style": (run_baseline_style, None),
+            "network": (run_network_only, "fp32")}
 
 
 def _worker(argv: list[str]) -> int:
     variant, scan, weights, overrides = argv[0], Path(argv[1]), Path(argv[2]), json.loads(argv[3])
-    print(json.dumps(VARIANTS[variant](scan, weights, overrides)))
+    run, precision = VARIANTS[variant]
+    if precision:
+        overrides = {**overrides, "runtime": {**overrides.get("runtime", {}), "precision": precision}}
+    print(json.dumps(run(scan, weights, overrides)))
     return 0
 
 
@@ -207,7 +216,7 @@ def _run_variant(variant: str, scan: Path, weights: Path, overrides: dict) -> di
 
 
 def bench(sizes: list[str], runs: int, weights: Path | None, overrides: dict, real_plans: bool,
-          variants=("ours", "baseline_style", "network")) -> dict:
+          variants=("ours", "ours_bf16", "baseline_style", "network")) -> dict:
     from pdac.infer.weights import resolve_weights_dir
     from pdac.lab.phantom import PhantomSpec, make_phantom
 
@@ -228,6 +237,7 @@ def bench(sizes: list[str], runs: int, weights: Path | None, overrides: dict, re
                 "scan_size": list(image.GetSize()),
                 **{v: {"median_s": statistics.median(r["seconds"] for r in rows[v]),
                        "runs_s": [round(r["seconds"], 3) for r in rows[v]],
+                       "precision": rows[v][0].get("precision"),
                        "peak_rss_gb": max(r["peak_rss_gb"] for r in rows[v])} for v in variants},
             }
     return results
@@ -256,7 +266,7 @@ def run_bench(s: BenchSettings) -> tuple[dict, list[str]]:
     if s.step:
         overrides.setdefault("stage2", {})["tile_step_size"] = s.step
     sizes = list(s.sizes) or (["full"] if s.real_plans else ["small", "full"])
-    variants = ("ours", "network") if s.real_plans else ("ours", "baseline_style", "network")
+    variants = ("ours", "ours_bf16", "network") if s.real_plans else ("ours", "ours_bf16", "baseline_style", "network")
     results = bench(sizes, s.runs, s.weights, overrides, s.real_plans, variants)
     lines = []
     for size, r in results.items():
@@ -266,8 +276,10 @@ def run_bench(s: BenchSettings) -> tuple[dict, list[str]]:
     speedup = (last["baseline_style"]["median_s"] / last["ours"]["median_s"]) if "baseline_style" in last \
         else float("nan")
     overhead = last["ours"]["median_s"] / last["network"]["median_s"]
+    bf16_speedup = last["ours"]["median_s"] / last["ours_bf16"]["median_s"]
     peak = max(r[v]["peak_rss_gb"] for r in results.values() for v in ("ours",))
-    lines.append(f"speedup_vs_baseline_style={speedup:.2f} overhead_vs_network={overhead:.2f} peak_rss_gb={peak:.1f}")
+    lines.append(f"speedup_vs_baseline_style={speedup:.2f} overhead_vs_network={overhead:.2f} peak_rss_gb={peak:.1f} "
+                 f"bf16_speedup={bf16_speedup:.2f}")
     return results, lines
 
 
