@@ -7,12 +7,10 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import SimpleITK as sitk
-import torch
 from tqdm import tqdm
 
 from pdac.config import load_config
@@ -20,36 +18,16 @@ from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.io import case_id
 from pdac.infer.provenance import write_model_card
 from pdac.infer.weights import write_manifest
-from pdac.lab.demo_weights import STAGE1_TRAINER
+from pdac.lab.workflow import FINAL, ModelExport, WorkflowSettings, export_weights, model_folder
 from pdac.train.select_checkpoint import SELECTED, select_checkpoint
 
 log = logging.getLogger(__name__)
 
-STAGE1_DIR = f"{STAGE1_TRAINER}__nnUNetTinyPlans__3d_fullres"
 MIN_PANCREAS_FOUND = 0.9  # share of held-out phantoms on which stage 1 must find the pancreas
 
 
 class ExportRefused(RuntimeError):
     """The trained models fail a sanity check; nothing is written to the output folder."""
-
-
-def export_model_folder(src: Path, dst: Path, fold: str, checkpoints: list[str]) -> None:
-    """Copy an nnU-Net trained-model folder, keeping only the named checkpoints, without optimizer state
-    (inference needs the network weights only; this keeps the committed weights small)."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    (dst / f"fold_{fold}").mkdir(parents=True)
-    for name in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
-        if (src / name).exists():
-            shutil.copyfile(src / name, dst / name)
-    for name in checkpoints:
-        ckpt = torch.load(src / f"fold_{fold}" / name, map_location="cpu", weights_only=False)
-        ckpt.pop("optimizer_state", None)
-        ckpt.pop("grad_scaler_state", None)
-        torch.save(ckpt, dst / f"fold_{fold}" / name)
-    for extra in ("checkpoint_selection.json", "progress.png"):
-        if (src / f"fold_{fold}" / extra).exists():
-            shutil.copyfile(src / f"fold_{fold}" / extra, dst / f"fold_{fold}" / extra)
 
 
 def heldout_metrics(weights: Path, heldout: Path) -> dict:
@@ -72,23 +50,20 @@ def heldout_metrics(weights: Path, heldout: Path) -> dict:
             "pancreas_found": pancreas_found}
 
 
-def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict | None = None) -> dict:
-    results_root = Path(os.environ["nnUNet_results"])
-    raw = Path(os.environ["nnUNet_raw"])
-    pre = Path(os.environ["nnUNet_preprocessed"])
-    stage1 = next(results_root.glob(f"Dataset113_*/{STAGE1_DIR}"))
-    stage2_raw = next(raw.glob("Dataset114_*"))
-    splits = next(pre.glob("Dataset114_*")) / "splits_final.json"
+def select_and_export(ws: WorkflowSettings, out: Path, stage1_trainer: str, trainers: list[str],
+                      budget: dict | None = None) -> dict:
+    """Select each lesion trainer's checkpoint, score it on the held-out phantoms, export the best to `out`."""
+    stage1 = model_folder(ws, 1, stage1_trainer)
+    stage2_raw = next(ws.raw.glob(f"Dataset{ws.datasets.stage2:03d}_*"))
+    splits = next(ws.preprocessed.glob(f"Dataset{ws.datasets.stage2:03d}_*")) / "splits_final.json"
     config = load_config()
     candidates = {}
     for trainer in trainers:
-        folder = next(results_root.glob(f"Dataset114_*/{trainer}__nnUNetResEncTinyPlans__3d_fullres"))
+        folder = model_folder(ws, 2, trainer)
         selection = select_checkpoint(folder, 0, stage2_raw, splits, config)
-        staging = work / "candidates" / trainer
-        export_model_folder(stage1, staging / "pancreas", "all", ["checkpoint_final.pth"])
-        export_model_folder(folder, staging / "lesion", "0", [SELECTED])
-        write_manifest(staging)
-        metrics = heldout_metrics(staging, work / "phantoms_heldout")
+        staging = export_weights(ws.work / "candidates" / trainer, ModelExport(stage1, "all", (FINAL,)),
+                                 ModelExport(folder, "0", (SELECTED,)), overwrite=True)
+        metrics = heldout_metrics(staging, ws.work / ws.heldout.folder)
         log.info("%s held-out: %s", trainer, metrics)
         if metrics["pancreas_found"] < MIN_PANCREAS_FOUND * metrics["cases"]:
             # The fallback box hides a failed stage 1 from AUROC/AP on phantoms: refuse to export it.
@@ -101,11 +76,11 @@ def select_and_export(work: Path, out: Path, trainers: list[str], budget: dict |
     for sub in ("pancreas", "lesion"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
-        shutil.copytree(work / "candidates" / best / sub, out / sub)
-    timings = work / "training_seconds.json"
-    summary = {"synthetic": True, "selected_trainer": best, "candidates": candidates,
-               "heldout_seed": 2, "train_seed": 1, "budget": budget or {},
-               "training_seconds": json.loads(timings.read_text()) if timings.exists() else {},
+        shutil.copytree(ws.work / "candidates" / best / sub, out / sub)
+    timings = ws.work / "training_seconds.json"
+    summary = {"synthetic": True, "selected_trainer": best, "stage1_trainer": stage1_trainer,
+               "candidates": candidates, "heldout_seed": ws.heldout.seed, "train_seed": ws.train.seed,
+               "budget": budget or {}, "training_seconds": json.loads(timings.read_text()) if timings.exists() else {},
                "config": dataclasses.asdict(config)}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "README.md").write_text(weights_readme(summary))
@@ -125,7 +100,8 @@ def demo_model_card(summary: dict, version: str) -> dict:
         "version": version,
         "synthetic": True,
         "trained_on": (f"synthetic CECT phantoms from `pdac phantom` (train seed {summary['train_seed']}), no patient "
-                       f"data; stage 1 {STAGE1_TRAINER} fold all, {budget.get('stage1_epochs', '?')} epochs x "
+                       f"data; stage 1 {summary['stage1_trainer']} fold all,"
+                       f" {budget.get('stage1_epochs', '?')} epochs x "
                        f"{budget.get('stage1_iterations', '?')} iterations; stage 2 {best} fold 0, "
                        f"{budget.get('stage2_epochs', '?')} x {budget.get('stage2_iterations', '?')}"),
         "heldout_metrics": {
@@ -180,7 +156,7 @@ Trained on the CPU by `make demo-weights` from synthetic phantoms (train seed {s
 **not** trained on patient data and not for clinical use. Replace them with real weights for real scans.
 
 - `pancreas/`: stage 1, nnU-Net `PlainConvUNet` with the tiny plans variant (`nnUNetTinyPlans`), fold `all`,
-  trainer `{STAGE1_TRAINER}`; it found the pancreas in {h.get('pancreas_found', 'n/a')} of the {h['cases']}
+  trainer `{summary['stage1_trainer']}`; it found the pancreas in {h.get('pancreas_found', 'n/a')} of the {h['cases']}
   held-out phantoms (the export refuses a stage 1 that finds it in under {MIN_PANCREAS_FOUND:.0%}).
 - `lesion/`: stage 2, nnU-Net `ResidualEncoderUNet` (ResEnc planner, tiny variant `nnUNetResEncTinyPlans`),
   fold 0, checkpoint chosen by (AUROC + AP) / 2 on the fold's validation phantoms

@@ -5,6 +5,10 @@ so it is the same whatever grid samples it; the grid (spacing, size, direction w
 oblique rotations, origin) is drawn per case. Every structure is evaluated only inside the index
 region that covers its physical bounding box, which keeps full-size (512 x 512 x 300) cases fast.
 
+`make_phantom` runs named steps in a fixed order (body, organs, bowel, vessels, pancreas, lesion placement,
+ducts, hard negatives, lesion, finish), each drawing from the case's one random stream; the numbers they
+draw from live in `pdac.lab.anatomy`.
+
 Labels: 0 background, 1 PDAC, 2 veins, 3 arteries, 4 pancreas, 5 pancreatic duct, 6 common bile duct.
 """
 
@@ -23,6 +27,22 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from pdac.infer.geometry import index_region_of_world_box
+from pdac.lab.anatomy import (
+    BODY,
+    BOWEL,
+    DUCTS,
+    FINISH,
+    HARD_NEGATIVES,
+    LEFT_KIDNEY,
+    LESION,
+    LIVER,
+    PANCREAS,
+    RIGHT_KIDNEY,
+    SPINE,
+    SPLEEN,
+    VESSELS,
+    Organ,
+)
 from pdac.labels import Label
 
 log = logging.getLogger(__name__)
@@ -104,7 +124,7 @@ class _Canvas:
     """The image and label arrays plus the world coordinates of any sub-block, on demand."""
 
     def __init__(self, size, spacing, direction, origin, translation):
-        self.size = size
+        self.size, self.spacing, self.direction = size, spacing, direction
         self.a = direction * np.asarray(spacing)
         self.origin = np.asarray(origin, dtype=np.float64)
         self.translation = np.asarray(translation, dtype=np.float64)  # anatomy frame -> world
@@ -213,193 +233,297 @@ def _irregular_blob(rng, centre, radius):
     return inside, c - 1.3 * radius, c + 1.3 * radius
 
 
-def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = PhantomSpec(), case: str = "phantom"):
-    """Draw one phantom. Returns (image int16 sitk.Image, label uint8 sitk.Image, PhantomTruth)."""
-    rng = np.random.default_rng(seed)
-    orient_rng = np.random.default_rng(rng.integers(2**63))
-    ax, ay = rng.uniform(140, 175), rng.uniform(100, 125)  # body semi-axes
-    fat = rng.uniform(10, 28)
-    z_centre = rng.uniform(-25, 25)
-    spacing, size, direction = _grid(rng, spec, ax, orient_rng)
-    translation = rng.uniform(-150, 150, size=3)
-    centre_world = np.array([0.0, 0.0, z_centre]) + translation
+# ---------------------------------------------------------------------------------------------------------
+# The steps. They draw from one random stream in a fixed order (a seed always gives the same phantom), and
+# paint in that order: later structures overwrite earlier ones.
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Body:
+    semi_x: float
+    semi_y: float
+    fat: float
+    z_centre: float
+
+    @property
+    def vertebra_y(self) -> float:
+        return self.semi_y * SPINE.vertebra_depth
+
+    def in_cavity(self, x, y, z):
+        """Inside the abdominal wall (where organs, bowel and vessels may be)."""
+        return ((x / (self.semi_x - self.fat - BODY.wall_muscle_mm)) ** 2
+                + (y / (self.semi_y - self.fat - BODY.wall_muscle_mm)) ** 2 <= 1)
+
+    def at(self, offset) -> tuple:
+        """An (x, y, z offset from the centre) triple as an anatomy-frame point."""
+        return (offset[0], offset[1], self.z_centre + offset[2])
+
+
+@dataclass(frozen=True)
+class _Pancreas:
+    centre_line: _Curve
+    ts: np.ndarray
+    radius: Callable
+    parenchyma_hu: float
+    box: tuple
+
+    def point_at(self, t: float) -> np.ndarray:
+        return self.centre_line.points[np.argmin(np.abs(self.ts - t))]
+
+
+@dataclass(frozen=True)
+class _LesionPlace:
+    location: str
+    t: float
+    diameter: float
+    centre: np.ndarray
+    upstream_dilation: bool
+
+
+def _draw_body_shape(rng: np.random.Generator) -> _Body:
+    return _Body(rng.uniform(*BODY.semi_axis_x_mm), rng.uniform(*BODY.semi_axis_y_mm),
+                 rng.uniform(*BODY.subcutaneous_fat_mm), rng.uniform(*BODY.centre_z_mm))
+
+
+def _place_canvas(rng, body: _Body, spacing, size, direction) -> _Canvas:
+    """The scan's grid centred on the anatomy's centre, the anatomy placed anywhere in the scanner."""
+    translation = rng.uniform(*BODY.placement_mm, size=3)
+    centre_world = np.array([0.0, 0.0, body.z_centre]) + translation
     a = direction * np.asarray(spacing)
     origin = centre_world - a @ ((np.asarray(size) - 1) / 2.0)
-    cv = _Canvas(size, spacing, direction, origin, translation)
+    return _Canvas(size, spacing, direction, origin, translation)
 
-    z_lo, z_hi = -400.0, 400.0
-    big = 1000.0
-    inner = lambda x, y, z: (x / (ax - fat - 8)) ** 2 + (y / (ay - fat - 8)) ** 2 <= 1  # noqa: E731
 
-    # Body: subcutaneous fat, abdominal wall muscle, visceral fat.
-    cv.paint((-ax, -ay, z_lo), (ax, ay, z_hi), _cylinder_z(0, 0, ax, ay, -big, big)[0], hu=-100.0)
-    cv.paint((-ax, -ay, z_lo), (ax, ay, z_hi), _cylinder_z(0, 0, ax - fat, ay - fat, -big, big)[0], hu=45.0)
-    cv.paint((-ax, -ay, z_lo), (ax, ay, z_hi), inner, hu=float(rng.uniform(-95, -60)))
-    # Spine and paraspinal muscles.
-    vy = ay * 0.5
+def _paint_slab(cv: _Canvas, cylinder, hu, label=None) -> None:
+    """A z-aligned cylinder painted over the whole slab."""
+    inside, lo, hi = cylinder
+    h = BODY.slab_half_height_mm
+    cv.paint((lo[0], lo[1], -h), (hi[0], hi[1], h), inside, hu=hu, label=label)
+
+
+def _paint_body(cv: _Canvas, rng, body: _Body) -> None:
+    """Subcutaneous fat, abdominal wall muscle, visceral fat; the spine and paraspinal muscles."""
+    ax, ay, fat, big, h = body.semi_x, body.semi_y, body.fat, BODY.cylinder_half_height_mm, BODY.slab_half_height_mm
+    box = (-ax, -ay, -h), (ax, ay, h)
+    cv.paint(*box, _cylinder_z(0, 0, ax, ay, -big, big)[0], hu=BODY.subcutaneous_fat_hu)
+    cv.paint(*box, _cylinder_z(0, 0, ax - fat, ay - fat, -big, big)[0], hu=BODY.wall_muscle_hu)
+    cv.paint(*box, body.in_cavity, hu=float(rng.uniform(*BODY.visceral_fat_hu)))
+    vy, s = body.vertebra_y, SPINE
     for side in (-1, 1):
-        m, lo, hi = _cylinder_z(side * 32, vy + 30, 24, 20, -big, big)
-        cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=50.0)
-    m, lo, hi = _cylinder_z(0, vy, 19, 17, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=650.0)
-    m, lo, hi = _cylinder_z(0, vy, 16.5, 14.5, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=float(rng.uniform(200, 280)))
-    m, lo, hi = _cylinder_z(0, vy + 30, 10, 13, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=450.0)
+        _paint_slab(cv, _cylinder_z(side * s.paraspinal_x_mm, vy + s.posterior_mm, *s.paraspinal_semi_axes_mm,
+                                    -big, big), s.paraspinal_hu)
+    _paint_slab(cv, _cylinder_z(0, vy, *s.cortex_semi_axes_mm, -big, big), s.cortex_hu)
+    _paint_slab(cv, _cylinder_z(0, vy, *s.marrow_semi_axes_mm, -big, big), float(rng.uniform(*s.marrow_hu)))
+    _paint_slab(cv, _cylinder_z(0, vy + s.posterior_mm, *s.posterior_element_semi_axes_mm, -big, big),
+                s.posterior_element_hu)
 
-    # Solid organs (venous phase).
-    jitter = lambda s: rng.uniform(1 - s, 1 + s)  # noqa: E731
-    liver_hu = float(rng.uniform(95, 125))
-    for c, r, hu in [
-        ((-70, -5, z_centre + 75), (85 * jitter(.1), 80 * jitter(.1), 85), liver_hu),
-        ((95, 40, z_centre + 60), (35, 30, 55 * jitter(.15)), float(rng.uniform(105, 130))),
-        ((-72, 50, z_centre - 15), (27, 22, 50), float(rng.uniform(150, 190))),
-        ((72, 50, z_centre - 5), (27, 22, 50), float(rng.uniform(150, 190))),
-    ]:
-        m, lo, hi = _ellipsoid(c, r)
-        cv.paint(lo, hi, m, hu=hu, within=inner)
 
-    # Stomach and bowel loops (wall, fluid content, air pockets anteriorly), the duodenum by the head.
-    loops = [((-65, -2, z_centre + 5), (-58, 6, z_centre - 40), 12.0)]
-    m, lo, hi = _ellipsoid((40, -45, z_centre + 55), (50, 32, 40))
-    cv.paint(lo, hi, m, hu=40.0, within=inner)
-    m, lo, hi = _ellipsoid((40, -45, z_centre + 55), (46, 28, 36))
-    cv.paint(lo, hi, m, hu=float(rng.uniform(5, 30)), within=inner)
-    m, lo, hi = _ellipsoid((40, -60, z_centre + 55), (35, 14, 25))
-    cv.paint(lo, hi, lambda x, y, z: m(x, y, z) & (y < -55), hu=-950.0, within=inner)
-    for _ in range(int(rng.integers(5, 10))):
-        p0 = np.array([rng.uniform(-100, 100), rng.uniform(-ay + fat + 20, -15), z_centre + rng.uniform(-110, 0)])
-        p1 = p0 + rng.normal(scale=35, size=3)
-        loops.append((p0, p1, float(rng.uniform(9, 16))))
+def _paint_organs(cv: _Canvas, rng, body: _Body) -> None:
+    """Liver, spleen and kidneys (venous phase). The liver's attenuation is drawn before its shape."""
+
+    def semi_axes(organ: Organ):
+        return tuple(r * rng.uniform(1 - j, 1 + j) if j else r for r, j in zip(organ.semi_axes_mm, organ.jitter,
+                                                                                strict=True))
+
+    liver_hu = float(rng.uniform(*LIVER.hu))
+    drawn = [(LIVER, semi_axes(LIVER), liver_hu)]
+    drawn += [(organ, semi_axes(organ), float(rng.uniform(*organ.hu)))
+              for organ in (SPLEEN, RIGHT_KIDNEY, LEFT_KIDNEY)]
+    for organ, radii, hu in drawn:
+        inside, lo, hi = _ellipsoid(body.at(organ.centre_mm), radii)
+        cv.paint(lo, hi, inside, hu=hu, within=body.in_cavity)
+
+
+def _paint_bowel(cv: _Canvas, rng, body: _Body) -> None:
+    """Stomach (wall, fluid content, an anterior air pocket), the duodenum by the head and small-bowel loops
+    (wall, lumen with air anteriorly)."""
+    b, inner = BOWEL, body.in_cavity
+    wall = tuple(r - b.stomach_wall_mm for r in b.stomach_semi_axes_mm)
+    inside, lo, hi = _ellipsoid(body.at(b.stomach_centre_mm), b.stomach_semi_axes_mm)
+    cv.paint(lo, hi, inside, hu=b.stomach_wall_hu, within=inner)
+    inside, lo, hi = _ellipsoid(body.at(b.stomach_centre_mm), wall)
+    cv.paint(lo, hi, inside, hu=float(rng.uniform(*b.stomach_content_hu)), within=inner)
+    air, lo, hi = _ellipsoid(body.at(b.stomach_air_centre_mm), b.stomach_air_semi_axes_mm)
+    cv.paint(lo, hi, lambda x, y, z: air(x, y, z) & (y < b.stomach_air_below_y_mm), hu=b.air_hu, within=inner)
+    start, end, radius = b.duodenum
+    loops = [(body.at(start), body.at(end), radius)]
+    for _ in range(int(rng.integers(*b.loops))):
+        p0 = np.array([rng.uniform(*b.loop_start_x_mm),
+                       rng.uniform(-body.semi_y + body.fat + b.loop_clearance_mm, b.loop_start_max_y_mm),
+                       body.z_centre + rng.uniform(*b.loop_start_z_mm)])
+        p1 = p0 + rng.normal(scale=b.loop_length_sd_mm, size=3)
+        loops.append((p0, p1, float(rng.uniform(*b.loop_radius_mm))))
     for p0, p1, r in loops:
         dist, lo, hi = _capsule(p0, p1, r)
-        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=45.0, within=inner)
-        lumen_hu = float(rng.uniform(0, 40))
+        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=b.wall_hu, within=inner)
+        lumen_hu = float(rng.uniform(*b.lumen_hu))
         cy = (p0[1] + p1[1]) / 2
-        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r - 2.5,
-                 hu=lambda x, y, z, cy=cy, r=r, h=lumen_hu: np.where(y < cy - 0.35 * r, -950.0, h).astype(np.float32),
+        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r - b.wall_mm,
+                 hu=lambda x, y, z, cy=cy, r=r, h=lumen_hu: np.where(y < cy - b.air_above * r, b.air_hu,
+                                                                     h).astype(np.float32),
                  within=inner)
 
-    # Vessels: aorta and SMA (arteries), IVC (unlabelled), portal vein / SMV and splenic vein (veins).
-    art_hu, vein_hu = float(rng.uniform(150, 200)), float(rng.uniform(140, 180))
-    aorta = (12.0, vy - 30)
-    m, lo, hi = _cylinder_z(aorta[0], aorta[1], 11, 11, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=art_hu, label=Label.ARTERIES)
-    m, lo, hi = _cylinder_z(-25, vy - 28, 12, 10, -big, big)
-    cv.paint((lo[0], lo[1], z_lo), (hi[0], hi[1], z_hi), m, hu=vein_hu - 10)
-    for p0, p1, r, hu, lab in [
-        ((aorta[0], aorta[1] - 8, z_centre + 15), (8, -2, z_centre - 80), 4.0, art_hu, Label.ARTERIES),
-        ((-8, -14, z_centre - 80), (-8, -12, z_centre + 8), 6.5, vein_hu, Label.VEINS),
-        ((-8, -12, z_centre + 8), (-50, 0, z_centre + 45), 7.0, vein_hu, Label.VEINS),
-    ]:
-        dist, lo, hi = _capsule(p0, p1, r)
-        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=hu, label=lab, within=inner)
 
-    # Pancreas: a curved tube from the head (patient right, anterior, caudal) across the midline
-    # to the tail at the splenic hilum.
-    ts = np.linspace(0, 1, 72)
-    k = rng.uniform(0.85, 1.15, size=3)
-    px = -45 * k[0] + 140 * k[0] * ts
-    py = 5 - 65 * k[1] * ts + 100 * k[1] * ts**2
-    pz = z_centre - 15 + 25 * k[2] * ts + rng.uniform(-5, 5)
+def _paint_vessels(cv: _Canvas, rng, body: _Body) -> float:
+    """Aorta and SMA (arteries), IVC (unlabelled), SMV and portal vein (veins). Returns the veins' HU."""
+    v, big = VESSELS, BODY.cylinder_half_height_mm
+    art_hu, vein_hu = float(rng.uniform(*v.artery_hu)), float(rng.uniform(*v.vein_hu))
+    aorta = (v.aorta_x_mm, body.vertebra_y - v.aorta_anterior_mm)
+    _paint_slab(cv, _cylinder_z(*aorta, v.aorta_radius_mm, v.aorta_radius_mm, -big, big), art_hu, Label.ARTERIES)
+    _paint_slab(cv, _cylinder_z(v.ivc_x_mm, body.vertebra_y - v.ivc_anterior_mm, *v.ivc_semi_axes_mm, -big, big),
+                vein_hu - v.ivc_darker_hu)
+    (sma_start, sma_end, sma_r) = v.sma
+    sma_start = (aorta[0] + sma_start[0], aorta[1] + sma_start[1], sma_start[2])
+    for (p0, p1, r), hu, label in [((sma_start, sma_end, sma_r), art_hu, Label.ARTERIES),
+                                   (v.smv, vein_hu, Label.VEINS), (v.portal_vein, vein_hu, Label.VEINS)]:
+        dist, lo, hi = _capsule(body.at(p0), body.at(p1), r)
+        cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=hu, label=label, within=body.in_cavity)
+    return vein_hu
+
+
+def _paint_pancreas(cv: _Canvas, rng, body: _Body, vein_hu: float) -> _Pancreas:
+    """The gland (lobulated, a bulging head) and the splenic vein along its posterior surface."""
+    p = PANCREAS
+    ts = np.linspace(0, 1, p.samples)
+    k = rng.uniform(*p.shape_scale, size=3)
+    px = p.head_x_mm * k[0] + p.length_x_mm * k[0] * ts
+    py = p.head_y_mm + p.y_slope_mm * k[1] * ts + p.y_bend_mm * k[1] * ts**2
+    pz = body.z_centre + p.head_z_mm + p.rise_z_mm * k[2] * ts + rng.uniform(*p.z_shift_mm)
     centre_line = _Curve(np.stack([px, py, pz], axis=1), ts)
-    size_scale = rng.uniform(0.85, 1.15)
-    lobes, lobe_phase = rng.uniform(4, 9), rng.uniform(0, 2 * np.pi)
+    size_scale = rng.uniform(*p.size_scale)
+    lobes, lobe_phase = rng.uniform(*p.lobes), rng.uniform(0, 2 * np.pi)
 
-    def pancreas_radius(t):
-        base = 8.5 + 8 * np.exp(-((t / 0.2) ** 2))
-        return (size_scale * base * (1 + 0.08 * np.sin(2 * np.pi * lobes * t + lobe_phase))).astype(np.float32)
+    def radius(t):
+        base = p.body_radius_mm + p.head_extra_radius_mm * np.exp(-((t / p.head_width) ** 2))
+        return (size_scale * base * (1 + p.lobulation * np.sin(2 * np.pi * lobes * t + lobe_phase))).astype(np.float32)
 
-    parenchyma_hu = float(rng.uniform(95, 125))
-    pancreas_box = centre_line.box(20)
-    cv.paint(*pancreas_box, lambda x, y, z: (lambda d, t: d <= pancreas_radius(t))(*centre_line.query(x, y, z)),
-             hu=parenchyma_hu, label=Label.PANCREAS)
+    gland = _Pancreas(centre_line, ts, radius, float(rng.uniform(*p.parenchyma_hu)), centre_line.box(p.box_margin_mm))
+    cv.paint(*gland.box, lambda x, y, z: (lambda d, t: d <= radius(t))(*centre_line.query(x, y, z)),
+             hu=gland.parenchyma_hu, label=Label.PANCREAS)
+    along = ts > p.splenic_vein_from_t
+    sv_points = centre_line.points[along] + np.array([0, 1, 0]) * (radius(ts[along])[:, None] + p.splenic_vein_gap_mm)
+    splenic = _Curve(sv_points, ts[along])
+    cv.paint(*splenic.box(p.splenic_vein_box_margin_mm),
+             lambda x, y, z: splenic.query(x, y, z)[0] <= p.splenic_vein_radius_mm, hu=vein_hu, label=Label.VEINS)
+    return gland
 
-    # Splenic vein along the posterior surface of body and tail.
-    sv_points = centre_line.points[ts > 0.3] + np.array([0, 1, 0]) * (pancreas_radius(ts[ts > 0.3])[:, None] + 3)
-    splenic = _Curve(sv_points, ts[ts > 0.3])
-    cv.paint(*splenic.box(6), lambda x, y, z: splenic.query(x, y, z)[0] <= 3.5, hu=vein_hu, label=Label.VEINS)
 
-    truth = PhantomTruth(case=case, lesion_present=bool(spec.lesion))
-    # Lesion placement (drawn first: the duct upstream of it may be dilated).
-    if spec.lesion:
-        where = rng.choice(["head", "body", "tail"], p=[0.6, 0.25, 0.15])
-        t_range = {"head": (0.03, 0.22), "body": (0.25, 0.6), "tail": (0.6, 0.92)}[where]
-        t_lesion = rng.uniform(*t_range)
-        diameter = float(rng.uniform(*spec.lesion_diameter_mm))
-        centre = centre_line.points[np.argmin(np.abs(ts - t_lesion))] + rng.normal(scale=2.0, size=3)
-        dilated = bool(rng.random() < 0.5)
-        truth.lesion_diameter_mm = round(diameter, 2)
-        truth.lesion_location = str(where)
-        truth.upstream_duct_dilation = dilated
-    dilated_duct_negative = bool(rng.random() < spec.hard_negative_probability)
+def _place_lesion(rng, spec: PhantomSpec, gland: _Pancreas, truth: PhantomTruth) -> _LesionPlace:
+    """Where the mass goes (drawn before the ducts: the duct upstream of it may be dilated)."""
+    where = rng.choice(list(LESION.locations), p=list(LESION.location_probability))
+    t = rng.uniform(*LESION.location_t[LESION.locations.index(where)])
+    diameter = float(rng.uniform(*spec.lesion_diameter_mm))
+    centre = gland.point_at(t) + rng.normal(scale=LESION.centre_sd_mm, size=3)
+    lesion = _LesionPlace(str(where), t, diameter, centre, bool(rng.random() < LESION.upstream_dilation_probability))
+    truth.lesion_diameter_mm = round(diameter, 2)
+    truth.lesion_location = lesion.location
+    truth.upstream_duct_dilation = lesion.upstream_dilation
+    return lesion
+
+
+def _paint_ducts(cv: _Canvas, body: _Body, gland: _Pancreas, lesion: _LesionPlace | None, dilated: bool) -> None:
+    """Pancreatic duct (dilated along the gland when `dilated`, tail-ward of an obstructing lesion) and the
+    common bile duct."""
+    d = DUCTS
 
     def duct_radius(t):
-        r = np.full(t.shape, 1.3, dtype=np.float32)
-        if dilated_duct_negative:
-            r[:] = 3.2
-        if spec.lesion and truth.upstream_duct_dilation:
-            r = np.where(t > t_lesion, 3.5, r).astype(np.float32)
+        r = np.full(t.shape, d.duct_radius_mm, dtype=np.float32)
+        if dilated:
+            r[:] = d.dilated_radius_mm
+        if lesion is not None and lesion.upstream_dilation:
+            r = np.where(t > lesion.t, d.upstream_radius_mm, r).astype(np.float32)
         return r
 
-    in_duct = lambda x, y, z: (lambda d, t: (d <= duct_radius(t)) & (t > 0.02) & (t < 0.95))(  # noqa: E731
-        *centre_line.query(x, y, z))
-    cv.paint(*pancreas_box, in_duct, hu=15.0, label=Label.PANCREATIC_DUCT)
-    # Common bile duct: from the liver hilum down into the pancreatic head.
-    head = centre_line.points[0]
-    cbd_r = 5.0 if (spec.lesion and truth.lesion_location == "head" and truth.upstream_duct_dilation) else 3.0
-    dist, lo, hi = _capsule(head + np.array([-3, 6, 70]), head + np.array([2, 4, 0]), cbd_r)
-    cv.paint(lo, hi, lambda x, y, z: dist(x, y, z) <= cbd_r, hu=10.0, label=Label.COMMON_BILE_DUCT, within=inner)
+    t0, t1 = d.duct_t
+    in_duct = lambda x, y, z: (lambda dist, t: (dist <= duct_radius(t)) & (t > t0) & (t < t1))(  # noqa: E731
+        *gland.centre_line.query(x, y, z))
+    cv.paint(*gland.box, in_duct, hu=d.duct_hu, label=Label.PANCREATIC_DUCT)
+    head = gland.centre_line.points[0]
+    obstructed = lesion is not None and lesion.location == "head" and lesion.upstream_dilation
+    cbd_r = d.cbd_dilated_radius_mm if obstructed else d.cbd_radius_mm
+    top, bottom = d.cbd_from_head_mm
+    dist, lo, hi = _capsule(head + np.array(top), head + np.array(bottom), cbd_r)
+    cv.paint(lo, hi, lambda x, y, z: dist(x, y, z) <= cbd_r, hu=d.cbd_hu, label=Label.COMMON_BILE_DUCT,
+             within=body.in_cavity)
 
-    # Hard negatives inside the pancreas: a cyst (sharp, water) and focal fat (ill-defined, low).
-    if rng.random() < spec.hard_negative_probability:
-        t = rng.uniform(0.1, 0.9)
-        c = centre_line.points[np.argmin(np.abs(ts - t))]
-        m, lo, hi = _ellipsoid(c, [rng.uniform(3, 9)] * 3)
-        cv.paint(lo, hi, m, hu=float(rng.uniform(0, 15)))
+
+def _paint_hard_negatives(cv: _Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, dilated_duct: bool,
+                          truth: PhantomTruth) -> None:
+    h, p = HARD_NEGATIVES, spec.hard_negative_probability
+    if rng.random() < p:
+        c = gland.point_at(rng.uniform(*h.t))
+        inside, lo, hi = _ellipsoid(c, [rng.uniform(*h.cyst_radius_mm)] * 3)
+        cv.paint(lo, hi, inside, hu=float(rng.uniform(*h.cyst_hu)))
         truth.hard_negatives.append("cyst")
-    if rng.random() < spec.hard_negative_probability:
-        t = rng.uniform(0.1, 0.9)
-        c = centre_line.points[np.argmin(np.abs(ts - t))]
-        m, lo, hi = _ellipsoid(c, rng.uniform(5, 11, size=3))
-        cv.paint(lo, hi, m, hu=parenchyma_hu - float(rng.uniform(35, 70)),
+    if rng.random() < p:
+        c = gland.point_at(rng.uniform(*h.t))
+        inside, lo, hi = _ellipsoid(c, rng.uniform(*h.fat_semi_axes_mm, size=3))
+        cv.paint(lo, hi, inside, hu=gland.parenchyma_hu - float(rng.uniform(*h.fat_drop_hu)),
                  only_labels=[Label.PANCREAS])
         truth.hard_negatives.append("focal_fat")
-    if dilated_duct_negative:
+    if dilated_duct:
         truth.hard_negatives.append("dilated_duct")
-    if rng.random() < spec.hard_negative_probability:
-        m, lo, hi = _ellipsoid((-70 + rng.uniform(-30, 30), -5 + rng.uniform(-30, 30), z_centre + 60),
-                               [rng.uniform(5, 15)] * 3)
-        cv.paint(lo, hi, m, hu=float(rng.uniform(0, 15)), within=inner)
+    if rng.random() < p:
+        cx, cy, cz = h.liver_cyst_centre_mm
+        inside, lo, hi = _ellipsoid((cx + rng.uniform(*h.liver_cyst_shift_mm), cy + rng.uniform(*h.liver_cyst_shift_mm),
+                                     body.z_centre + cz), [rng.uniform(*h.liver_cyst_radius_mm)] * 3)
+        cv.paint(lo, hi, inside, hu=float(rng.uniform(*h.cyst_hu)), within=body.in_cavity)
         truth.hard_negatives.append("liver_cyst")
 
-    if spec.lesion:
-        contrast = float(rng.uniform(*spec.lesion_contrast_hu))
-        m, lo, hi = _irregular_blob(rng, centre, diameter / 2)
-        cv.paint(lo, hi, m, hu=parenchyma_hu - contrast, label=Label.PDAC, within=inner)
-        truth.lesion_contrast_hu = round(contrast, 1)
-        truth.lesion_centre_world_mm = [round(float(v), 2) for v in centre + translation]
 
-    # Partial-volume smoothing and quantum noise.
-    image = cv.image
-    sigma_vox = [0.7 / s for s in spacing[::-1]]
-    image = ndimage.gaussian_filter(image, sigma=sigma_vox, truncate=3.0)
+def _paint_lesion(cv: _Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, lesion: _LesionPlace,
+                  truth: PhantomTruth) -> None:
+    """The hypoattenuating mass, painted last (over ducts and hard negatives)."""
+    contrast = float(rng.uniform(*spec.lesion_contrast_hu))
+    inside, lo, hi = _irregular_blob(rng, lesion.centre, lesion.diameter / 2)
+    cv.paint(lo, hi, inside, hu=gland.parenchyma_hu - contrast, label=Label.PDAC, within=body.in_cavity)
+    truth.lesion_contrast_hu = round(contrast, 1)
+    truth.lesion_centre_world_mm = [round(float(v), 2) for v in lesion.centre + cv.translation]
+
+
+def _finish(cv: _Canvas, rng, spec: PhantomSpec, truth: PhantomTruth) -> tuple[sitk.Image, sitk.Image, PhantomTruth]:
+    """Partial-volume smoothing, quantum noise, int16; the images' geometry and the truth's."""
+    spacing = cv.spacing
+    sigma_vox = [FINISH.partial_volume_sigma_mm / s for s in spacing[::-1]]
+    image = ndimage.gaussian_filter(cv.image, sigma=sigma_vox, truncate=FINISH.filter_truncate)
     noise = rng.standard_normal(size=image.shape, dtype=np.float32)
     image += noise * np.float32(rng.uniform(*spec.noise_hu))
-    image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+    image = np.clip(np.rint(image), *FINISH.hu_range).astype(np.int16)
 
     sitk_image, sitk_label = sitk.GetImageFromArray(image), sitk.GetImageFromArray(cv.label)
     for im in (sitk_image, sitk_label):
         im.SetSpacing(tuple(float(s) for s in spacing))
-        im.SetOrigin(tuple(float(v) for v in origin))
-        im.SetDirection(tuple(float(v) for v in direction.ravel()))
-    truth.size = [int(s) for s in size]
+        im.SetOrigin(tuple(float(v) for v in cv.origin))
+        im.SetDirection(tuple(float(v) for v in cv.direction.ravel()))
+    truth.size = [int(s) for s in cv.size]
     truth.spacing = [round(float(s), 4) for s in spacing]
-    truth.origin = [round(float(v), 3) for v in origin]
-    truth.direction = [round(float(v), 6) for v in direction.ravel()]
+    truth.origin = [round(float(v), 3) for v in cv.origin]
+    truth.direction = [round(float(v), 6) for v in cv.direction.ravel()]
     if spec.lesion and not np.any(cv.label == Label.PDAC):
         truth.lesion_present = False  # the mass fell outside the field of view
     return sitk_image, sitk_label, truth
+
+
+def make_phantom(seed: int | np.random.SeedSequence, spec: PhantomSpec = PhantomSpec(), case: str = "phantom"):
+    """Draw one phantom. Returns (image int16 sitk.Image, label uint8 sitk.Image, PhantomTruth)."""
+    rng = np.random.default_rng(seed)
+    orient_rng = np.random.default_rng(rng.integers(2**63))
+    body = _draw_body_shape(rng)
+    spacing, size, direction = _grid(rng, spec, body.semi_x, orient_rng)
+    cv = _place_canvas(rng, body, spacing, size, direction)
+    _paint_body(cv, rng, body)
+    _paint_organs(cv, rng, body)
+    _paint_bowel(cv, rng, body)
+    vein_hu = _paint_vessels(cv, rng, body)
+    gland = _paint_pancreas(cv, rng, body, vein_hu)
+    truth = PhantomTruth(case=case, lesion_present=bool(spec.lesion))
+    lesion = _place_lesion(rng, spec, gland, truth) if spec.lesion else None
+    dilated_duct = bool(rng.random() < spec.hard_negative_probability)
+    _paint_ducts(cv, body, gland, lesion, dilated_duct)
+    _paint_hard_negatives(cv, rng, spec, body, gland, dilated_duct, truth)
+    if lesion is not None:
+        _paint_lesion(cv, rng, spec, body, gland, lesion, truth)
+    return _finish(cv, rng, spec, truth)
 
 
 def _case_seed(seed: int, index: int) -> np.random.SeedSequence:

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pdac.config import load_config
-from pdac.errors import UsageError
+from pdac.lab import workflow
+from pdac.lab.workflow import STUDY_DATASETS, Budget, ModelExport, Phantoms, WorkflowSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ ARMS = {  # name -> nnU-Net trainer
 # Each arm's AdamW twin (trainer name + this suffix, lr 1e-3): on a CPU budget of a few thousand iterations
 # nnU-Net's SGD has not yet found the lesion class with any loss (see pdac/train/trainers/tversky_trainers.py).
 OPTIMIZER_SUFFIX = {"sgd": "", "adam": "_Adam1en3"}
-STAGE1_ID, STAGE2_ID = 213, 214
-PLANS = "nnUNetResEncTinyPlans"
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,15 @@ class StudySettings:
     def quick(cls) -> StudySettings:
         """Checks the whole path in a few minutes; its numbers mean nothing."""
         return cls(n_train=8, n_test=6, epochs=1, iterations=2, tta=False)
+
+    def workflow(self, work: Path) -> WorkflowSettings:
+        return WorkflowSettings(
+            work=Path(work), datasets=STUDY_DATASETS,
+            train=Phantoms("train", self.n_train, self.train_seed, previews=2),
+            heldout=Phantoms("test", self.n_test, self.test_seed, previews=2),
+            stage2_budget=Budget(self.epochs, self.iterations, val_iterations=max(1, self.iterations // 5)),
+            spec=discriminative_spec(), case_prefix="st", stage2_patch=self.patch_size,
+            training_seed=self.training_seed)
 
 
 def arms_for(optimizer: str) -> dict[str, str]:
@@ -93,19 +100,9 @@ def _versions() -> dict:
 
 def _data(work: Path, s: StudySettings, images: Path | None, labels: Path | None) -> tuple[Path, Path, Path, Path]:
     """(train images, train labels, test images, test labels)."""
-    from pdac.lab.phantom import generate_dataset
-
     if images is None:
-        spec = discriminative_spec()
-        for name, n, seed in (("train", s.n_train, s.train_seed), ("test", s.n_test, s.test_seed)):
-            truth = work / name / "truth.json"
-            if not truth.exists():
-                generate_dataset(work / name, n, seed, spec, previews=2, workers=2, prefix="st")
-            elif json.loads(truth.read_text())["spec"] != json.loads(json.dumps(dataclasses.asdict(spec))):
-                # Resuming would train and score on another benchmark's phantoms under this one's name.
-                raise UsageError(f"{work} holds phantoms from a different benchmark ({truth}); use a new --work")
-        return (work / "train" / "imagesTr", work / "train" / "labelsTr", work / "test" / "imagesTr",
-                work / "test" / "labelsTr")
+        train, test = workflow.make_phantoms(s.workflow(work))
+        return train / "imagesTr", train / "labelsTr", test / "imagesTr", test / "labelsTr"
     # Real data: a seeded case-level split into train and held-out test folders (links, no copies).
     from pdac.infer.io import case_id, find_images
 
@@ -133,29 +130,14 @@ def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: 
               images: Path | None = None, labels: Path | None = None) -> dict:
     from pdac.evaluation.run import run_evaluation
     from pdac.infer.batch import detect_batch
-    from pdac.infer.weights import write_manifest
-    from pdac.lab.export import export_model_folder
-    from pdac.train import training
-    from pdac.train.prepare import prepare
 
     t_start = time.time()
     work, out = Path(work).resolve(), Path(out)
-    for var, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
-                     ("nnUNet_results", "nnUNet_results")):
-        os.environ[var] = str(work / sub)
-    os.environ.setdefault("nnUNet_n_proc_DA", "1")
-    os.environ.setdefault("nnUNet_compile", "false")
+    ws = settings.workflow(work)
+    workflow.use_work_folder(ws)
     train_images, train_labels, test_images, test_labels = _data(work, settings, images, labels)
-    raw, pre, results = (Path(os.environ[v]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
-    if not any(raw.glob(f"Dataset{STAGE2_ID}_*/dataset.json")):
-        prepare(train_images, train_labels, raw, load_config(), STAGE1_ID, STAGE2_ID, workers=2)
-    folder = next(iter(pre.glob(f"Dataset{STAGE2_ID}_*")), None)
-    if folder is None or not (folder / f"{PLANS}.json").exists():
-        source = training.plan(STAGE2_ID, "nnUNetPlannerResEncM")
-        folder = next(iter(pre.glob(f"Dataset{STAGE2_ID}_*")))
-        patch = list(settings.patch_size) if settings.patch_size else None
-        training.tiny_plans(folder, source, PLANS, patch_size=patch)
-        training.preprocess(STAGE2_ID, PLANS)
+    workflow.prepare_datasets(ws, train_images, train_labels)
+    workflow.make_plans(ws)
 
     config = load_config(overrides={"stage2": {"tta": settings.tta}})
     arms = arms_for(settings.optimizer)
@@ -163,32 +145,18 @@ def run_study(out: Path, work: Path, settings: StudySettings, pancreas_weights: 
     timing_file = work / "seconds.json"
     seconds = json.loads(timing_file.read_text()) if timing_file.exists() else {}
 
-    def timed(key: str, step):
-        t0 = time.time()
-        result = step()
-        seconds[key] = round(time.time() - t0)
-        timing_file.write_text(json.dumps(seconds, indent=1) + "\n")
-        return result
-
     detections, names = [], []
     for name, trainer in arms.items():
-        model = next(iter(results.glob(f"Dataset{STAGE2_ID}_*/{trainer}__{PLANS}__3d_fullres")), None)
-        if model is None or not (model / f"fold_{settings.fold}" / "checkpoint_final.pth").exists():
-            training.seed_everything(settings.training_seed)
-            model = timed(f"train {trainer}", lambda trainer=trainer: training.train(
-                str(STAGE2_ID), settings.fold, trainer, PLANS, epochs=settings.epochs,
-                iterations=settings.iterations, val_iterations=max(1, settings.iterations // 5),
-                validate=False)).parent
-        weights = work / "weights" / trainer
-        if not (weights / "manifest.json").exists():
-            shutil.copytree(pancreas_weights, weights / "pancreas", dirs_exist_ok=True)
-            export_model_folder(model, weights / "lesion", str(settings.fold), ["checkpoint_final.pth"])
-            (weights / "pancreas" / "manifest.json").unlink(missing_ok=True)
-            write_manifest(weights)
+        trained = workflow.train(ws, 2, trainer, settings.fold)
+        if trained.seconds is not None:
+            seconds = workflow.record_seconds(timing_file, f"train {trainer}", trained.seconds)
+        weights = workflow.export_weights(work / "weights" / trainer, ModelExport(pancreas_weights),
+                                          ModelExport(trained.folder, str(settings.fold)))
         det_dir = work / "detections" / trainer
         if not (det_dir / "pdac-likelihood.json").exists():
-            timed(f"detect {trainer}", lambda det_dir=det_dir, weights=weights: detect_batch(
-                [str(test_images)], det_dir, config, str(weights)))
+            t0 = time.time()
+            detect_batch([str(test_images)], det_dir, config, str(weights))
+            seconds = workflow.record_seconds(timing_file, f"detect {trainer}", time.time() - t0)
         detections.append(det_dir)
         names.append(name)
     report = run_evaluation(detections, test_labels, out, [d / "pdac-likelihood.json" for d in detections], names,
