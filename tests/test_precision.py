@@ -11,6 +11,7 @@ from pdac.cli import build_parser, config_from_args
 from pdac.config import PipelineConfig, load_config, parse_overrides
 from pdac.errors import UsageError
 from pdac.infer.models import choose_precision, cpu_flags, load_model, predict_logits, resolve_precision
+from pdac.infer.weights import verify_weights
 from pdac.lab.precision import match_candidates, support_dice
 
 SAPPHIRE_RAPIDS = frozenset({"fpu", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
@@ -70,7 +71,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 def test_bf16_runs_the_network_in_bfloat16_and_returns_float32_logits():
     config = load_config()
-    model = load_model(WEIGHTS / config.stage2.model, config.stage2, torch.device("cpu"))
+    verified = verify_weights(WEIGHTS)
+    model = load_model(verified.model(config.stage2.model), config.stage2, torch.device("cpu"))
     patch = model.configuration_manager.patch_size
     data = torch.from_numpy(np.random.default_rng(0).normal(size=(1, *patch)).astype(np.float32))
     seen = []

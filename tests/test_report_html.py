@@ -144,7 +144,7 @@ def test_report_shows_model_card_warnings_and_plausibility(tmp_path):
     det[5:8, 10:13, 10:13] = 0.7
     detection_map = sitk.GetImageFromArray(det)
     report = DetectReport(tmp_path, tmp_path / "weights", total_cases=3)
-    for case, likelihood, pancreas in (("a", 0.2, {"plausible": False, "volume_ml": 3.25, "reason": "too small"}),
+    for case, likelihood, pancreas in (("a", 0.2, {"plausible": False, "volume_ml": 3.25, "reasons": ["too small"]}),
                                        ("b", 0.7, {"plausible": True, "volume_ml": 71.5})):
         report.begin(case)
         logging.getLogger("pdac.infer.pipeline").warning("%s: no pancreas found; falling back", case)
@@ -158,10 +158,10 @@ def test_report_shows_model_card_warnings_and_plausibility(tmp_path):
     html = first.read_text()
     rows = table_rows(html)["cases"]
     assert [r[0] for r in rows] == ["b", "a"]
-    assert rows[0][3] == "0.03" and rows[1][3] == "–"  # largest candidate in ml
-    assert rows[1][5].startswith("no") and "volume_ml: 3.25" in rows[1][5] and "reason: too small" in rows[1][5]
-    assert rows[0][5].startswith("yes")
-    assert rows[0][6] == "no pancreas found; falling back" and "fails" not in html
+    assert rows[0][4] == "0.03" and rows[1][4] == "–"  # largest candidate in mL (rows[i][1]: the thumbnail)
+    assert rows[1][6].startswith("no") and "3.25 mL" in rows[1][6] and "too small" in rows[1][6]
+    assert rows[0][6].startswith("yes")
+    assert rows[0][7] == "no pancreas found; falling back" and "fails" not in html
     assert "model unknown, version unknown, synthetic: unknown" in " ".join(html.split())
     assert report._recorder not in logging.getLogger("pdac").handlers  # finish() stops collecting
     sharded = DetectReport(tmp_path, tmp_path / "weights", total_cases=1, shard=(1, 3))
