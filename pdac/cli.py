@@ -305,11 +305,7 @@ def cmd_bench(args) -> int:
         raise UsageError("--runs must be at least 1")
     settings = BenchSettings(sizes=tuple(args.sizes or ()), runs=args.runs, weights=args.weights,
                              folds=tuple(args.folds or ()), tta=args.tta, step=args.step, real_plans=args.real_plans)
-    results, lines = run_bench(settings)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
-    return 0
+    return _report(*run_bench(settings), args.json)
 
 
 def cmd_precision_equivalence(args) -> int:
@@ -322,9 +318,13 @@ def cmd_precision_equivalence(args) -> int:
             raise UsageError(f"--scans: no such file: {scan}")
     settings = EquivalenceSettings(cases=args.cases, seed=args.seed, scans=tuple(args.scans), weights=args.weights,
                                    work=args.work)
-    results, lines = run_precision_equivalence(settings)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    return _report(*run_precision_equivalence(settings), args.json)
+
+
+def _report(results: dict, lines: list[str], json_path: str | None) -> int:
+    """Print a lab command's report lines (the last one is its summary) and optionally save its numbers."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
     return 0
 

@@ -218,13 +218,19 @@ def _scan_folder(folder: Path, root: Path) -> list[str]:
     return checkpoints
 
 
+def _real_path_inside(root: Path, name: str, shown: Path) -> Path:
+    """The real path of `root/name`, which must lie inside `root` (a symlink may not lead out)."""
+    real = Path(os.path.realpath(root / name))
+    if not _inside(real, root):
+        raise WeightsError(f"{shown}: resolves outside the weights folder (-> {real}); refusing it")
+    return real
+
+
 def _read_manifest(folder: Path, root: Path) -> dict[str, str]:
     manifest_path = folder / MANIFEST
     if not os.path.lexists(root / MANIFEST):
         raise WeightsError(f"{manifest_path}: missing checksum manifest (create it with `pdac weights-manifest`)")
-    real = Path(os.path.realpath(root / MANIFEST))
-    if not _inside(real, root):
-        raise WeightsError(f"{manifest_path}: resolves outside the weights folder (-> {real}); refusing it")
+    real = _real_path_inside(root, MANIFEST, manifest_path)
     try:
         manifest = json.loads(_read_file(real, manifest_path))
         files = manifest["files"]
@@ -258,9 +264,7 @@ def verify_weights(weights_dir: Path, needed: list[str] | None = None) -> Verifi
         shown = folder / name
         if not os.path.lexists(root / name):
             raise WeightsError(f"weights file missing: {shown}")
-        real = Path(os.path.realpath(root / name))
-        if not _inside(real, root):
-            raise WeightsError(f"{shown}: resolves outside the weights folder (-> {real}); refusing it")
+        real = _real_path_inside(root, name, shown)
         if _hash_file(real, shown) != digest:
             raise WeightsError(f"weights file corrupt or modified (checksum mismatch): {shown}")
         verified[name] = VerifiedFile(real, digest)
