@@ -330,14 +330,25 @@ def _report(results: dict, lines: list[str], json_path: str | None) -> int:
 
 
 def add_study_parser(sub) -> None:
-    st = sub.add_parser("study", help="train the lesion model per loss (CE vs Tversky family) and compare them")
-    st.add_argument("-o", "--output", default=str(Path("docs") / "study"), help="report folder")
+    st = sub.add_parser("study", help="the pre-registered loss study (docs/study/PROTOCOL.md): train the lesion model "
+                        "per loss and training seed, compare false positives")
+    st.add_argument("-o", "--output", default=str(Path("docs") / "study"),
+                    help="report folder; each finished run is recorded in its runs/ (default: docs/study)")
     st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
     st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
-    st.add_argument("--epochs", type=int, help="override the number of epochs per arm")
+    st.add_argument("--arms", nargs="+", metavar="ARM",
+                    help="arms to run: ce dice tversky-fp tversky-fn focal-tversky dice-ce tversky-ce (default: all)")
+    st.add_argument("--seeds", nargs="+", type=int, metavar="K",
+                    help="training seeds, for every chosen arm (default: 1 2 3 for the hypotheses' four arms, "
+                    "1 for the others)")
+    st.add_argument("--max-minutes", type=float, metavar="M",
+                    help="start no run that would end more than M minutes after this invocation started "
+                    "(default 135; 0: no limit); rerun to continue")
+    st.add_argument("--epochs", type=int, help="override the number of epochs per run")
     st.add_argument("--optimizer", choices=["sgd", "adam"],
                     help="sgd: nnU-Net's trainers; adam: their AdamW twins, for short CPU budgets "
                          "(default: adam on phantoms, sgd on real data)")
+    st.add_argument("--device", choices=["cpu", "cuda"], help="for training and detection (default: cpu)")
     st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
     st.add_argument("--labels", help="real data: PANORAMA labels")
     st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")
@@ -349,11 +360,19 @@ def cmd_study(args) -> int:
 
     if bool(args.images) != bool(args.labels):
         raise UsageError("--images and --labels go together")
-    settings = StudySettings.quick() if args.quick else StudySettings()
-    if args.epochs:
-        settings = dataclasses.replace(settings, epochs=args.epochs)
     # AdamW for the CPU-budget synthetic study; nnU-Net's SGD for real data unless asked otherwise.
-    settings = dataclasses.replace(settings, optimizer=args.optimizer or ("sgd" if args.images else "adam"))
+    changes: dict = {"optimizer": args.optimizer or ("sgd" if args.images else "adam")}
+    if args.epochs:
+        changes["epochs"] = args.epochs
+    if args.arms:
+        changes["arms"] = tuple(args.arms)
+    if args.seeds:
+        changes.update(seeds=tuple(args.seeds), single_seed_arms=())
+    if args.max_minutes is not None:
+        changes["max_minutes"] = args.max_minutes
+    if args.device:
+        changes["device"] = args.device
+    settings = dataclasses.replace(StudySettings.quick() if args.quick else StudySettings(), **changes)
     pancreas = Path(args.pancreas_weights or Path("weights") / "pancreas")
     run_study(Path(args.output), Path(args.work), settings, pancreas,
               Path(args.images) if args.images else None, Path(args.labels) if args.labels else None)

@@ -77,6 +77,30 @@ def test_dependencies_point_one_way(graph):
     assert not wrong, "\n".join(wrong)
 
 
+def test_every_pdac_import_names_a_module_or_a_name_in_one():
+    """A lazy import of a module that was moved or split fails only when that code path runs: catch it here."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    missing = []
+    for m, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("pdac"):
+                if node.module not in paths:
+                    missing.append(f"{m}: from {node.module} import ...")
+                    continue
+                defined = {n.id for n in ast.walk(ast.parse(paths[node.module].read_text())) if isinstance(n, ast.Name)}
+                defined |= {n.name for n in ast.walk(ast.parse(paths[node.module].read_text()))
+                            if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.alias)}
+                defined |= {n.asname for n in ast.walk(ast.parse(paths[node.module].read_text()))
+                            if isinstance(n, ast.alias) and n.asname}
+                submodules = {k.rsplit(".", 1)[-1] for k in paths if k.startswith(node.module + ".")}
+                missing += [f"{m}: from {node.module} import {a.name}" for a in node.names
+                            if a.name not in defined | submodules]
+            elif isinstance(node, ast.Import):
+                missing += [f"{m}: import {a.name}" for a in node.names
+                            if a.name.startswith("pdac") and a.name not in paths]
+    assert not missing, "\n".join(missing)
+
+
 def test_the_graph_is_real(graph):
     """Guards the two tests above against reading nothing."""
     assert "pdac.infer.models" in graph["pdac.infer.pipeline"]

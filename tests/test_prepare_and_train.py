@@ -14,7 +14,8 @@ import SimpleITK as sitk
 from conftest import pdac
 
 TRAINERS = ["nnUNetTrainerTverskyLoss", "nnUNetTrainerTverskyLossFNHeavy", "nnUNetTrainerTverskyCELoss",
-            "nnUNetTrainerFocalTverskyLoss", "nnUNetTrainerTverskyCELoss_Adam1en3"]
+            "nnUNetTrainerFocalTverskyLoss", "nnUNetTrainerTverskyCELoss_Adam1en3",
+            "nnUNetTrainerTverskyLossSymmetric_Adam1en3"]
 
 
 @pytest.fixture(scope="module")

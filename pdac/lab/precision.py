@@ -155,7 +155,8 @@ def _run_both(pipelines: dict, scan_path: Path) -> tuple[dict, dict]:
 
 def run_precision_equivalence(s: EquivalenceSettings) -> tuple[dict, list[str]]:
     """fp32 vs bf16 on held-out phantoms and extra scans; returns (everything measured, report lines)."""
-    from pdac.evaluation.evaluate import bootstrap, evaluate_arrays
+    from pdac.evaluation.bootstrap import bootstrap
+    from pdac.evaluation.metrics import evaluate_arrays
     from pdac.infer.io import case_id
     from pdac.infer.pipeline import Pipeline
 

@@ -77,6 +77,7 @@ class WorkflowSettings:
     stage2_patch: tuple[int, int, int] | None = STAGE2_PATCH
     training_seed: int = 12345  # seeds Python, numpy and torch before each training
     workers: int = 2
+    device: str = "cpu"  # for training
 
     @property
     def raw(self) -> Path:
@@ -212,7 +213,7 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
         fold_dir = training.train(str(s.dataset_id(stage)), fold, trainer, s.plans(stage), configuration=CONFIGURATION,
                                   epochs=budget.epochs, iterations=budget.iterations,
                                   val_iterations=budget.val_iterations, snapshot_every=budget.snapshot_every,
-                                  validate=False)
+                                  device=s.device, validate=False)
     seconds = time.time() - t0
     log.info("trained %s fold %s in %.0f s", trainer, fold, seconds)
     return Trained(fold_dir.parent, seconds)

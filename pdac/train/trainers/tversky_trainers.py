@@ -38,6 +38,13 @@ class nnUNetTrainerTverskyLossFNHeavy(nnUNetTrainerTverskyLoss):
     fp_weight, fn_weight = 0.3, 0.7
 
 
+class nnUNetTrainerTverskyLossSymmetric(nnUNetTrainerTverskyLoss):
+    """Tversky 0.5 / 0.5 = soft Dice (no CE): the symmetric control for the FP-heavy weighting. With the same
+    smoothing it equals 1 + nnU-Net's MemoryEfficientSoftDiceLoss (tests/test_losses.py)."""
+
+    fp_weight, fn_weight = 0.5, 0.5
+
+
 class nnUNetTrainerTverskyCELoss(nnUNetTrainerTverskyLoss):
     """Tversky (fp 0.7 / fn 0.3) + cross-entropy, weighted 1:1 like nnU-Net's Dice + CE."""
 
@@ -54,6 +61,8 @@ class nnUNetTrainerFocalTverskyLoss(nnUNetTrainerTverskyLoss):
 # AdamW (lr 1e-3, nnU-Net's own optimiser variant) instead of SGD, one class per loss. Used where the budget is a
 # few thousand iterations (the CPU demo weights and the synthetic study): there nnU-Net's SGD (lr 1e-2, momentum
 # 0.99) has not yet found the lesion class, while AdamW has. For full-length training keep the SGD trainers above.
+# nnU-Net's own default loss (Dice + CE, `nnUNetTrainer`) has its AdamW twin in nnU-Net: `nnUNetTrainerAdam1en3`
+# (nnUNetTrainerAdam's AdamW, amsgrad, lr 1e-3, with nnUNetTrainer's `_build_loss`), the same optimiser as these.
 class nnUNetTrainerCELoss_Adam1en3(nnUNetTrainerCELoss, nnUNetTrainerAdam1en3):
     pass
 
@@ -63,6 +72,10 @@ class nnUNetTrainerTverskyLoss_Adam1en3(nnUNetTrainerTverskyLoss, nnUNetTrainerA
 
 
 class nnUNetTrainerTverskyLossFNHeavy_Adam1en3(nnUNetTrainerTverskyLossFNHeavy, nnUNetTrainerAdam1en3):
+    pass
+
+
+class nnUNetTrainerTverskyLossSymmetric_Adam1en3(nnUNetTrainerTverskyLossSymmetric, nnUNetTrainerAdam1en3):
     pass
 
 
