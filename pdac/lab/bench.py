@@ -87,6 +87,13 @@ def real_size_weights(dst: Path) -> Path:
     return dst
 
 
+def _cpu_seconds(children: bool = False) -> float:
+    """User + system CPU time of this process (or of its finished children): unlike wall time, it hardly
+    grows when other processes share the CPU, so it is the steadier number on a busy machine."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _peak_rss_gb(children: bool = False) -> float:
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024**2
@@ -100,12 +107,12 @@ def run_ours(scan_path: Path, weights: Path, overrides: dict) -> dict:
     from pdac.infer.io import read_image
     from pdac.infer.pipeline import Pipeline
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     pipeline = Pipeline(load_config(overrides=overrides), str(weights))
     result = pipeline.run(read_image(scan_path), scan_path.name)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "likelihood": result.likelihood, "precision": pipeline.precision,
-            "peak_rss_gb": _peak_rss_gb()}
+    return {"seconds": seconds, "cpu_s": _cpu_seconds() - c0, "likelihood": result.likelihood,
+            "precision": pipeline.precision, "peak_rss_gb": _peak_rss_gb()}
 
 
 def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
@@ -125,11 +132,12 @@ def run_network_only(scan_path: Path, weights: Path, overrides: dict) -> dict:
         scan, config.crop.fallback_extent_mm)
     inputs = [(pipeline.pancreas_model, preprocess(pipeline.pancreas_model, low)[0]),
               (pipeline.lesion_model, preprocess(pipeline.lesion_model, crop(scan, region))[0])]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     with torch.no_grad():
         for model, data in inputs:
             predict_logits(model, data)
-    return {"seconds": time.perf_counter() - t0, "peak_rss_gb": _peak_rss_gb()}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0, "precision": pipeline.precision,
+            "peak_rss_gb": _peak_rss_gb()}
 
 
 def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.Image:
@@ -186,10 +194,11 @@ def baseline_style_map(scan_path: Path, weights: Path, overrides: dict) -> sitk.
 
 
 def run_baseline_style(scan_path: Path, weights: Path, overrides: dict) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds() + _cpu_seconds(children=True)
     full = baseline_style_map(scan_path, weights, overrides)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "likelihood": float(sitk.GetArrayViewFromImage(full).max()),
+    return {"seconds": seconds, "cpu_s": _cpu_seconds() + _cpu_seconds(children=True) - c0,
+            "likelihood": float(sitk.GetArrayViewFromImage(full).max()),
             "peak_rss_gb": max(_peak_rss_gb(), _peak_rss_gb(children=True))}
 
 
@@ -232,11 +241,14 @@ def bench(sizes: list[str], runs: int, weights: Path | None, overrides: dict, re
             for i in range(runs):  # interleaved, so drift hits every variant alike
                 for v in variants:
                     rows[v].append(_run_variant(v, scan, weights, overrides))
-                    log.info("%s %s run %d: %.2f s", size, v, i + 1, rows[v][-1]["seconds"])
+                    log.info("%s %s run %d: %.2f s (cpu %.1f s)", size, v, i + 1, rows[v][-1]["seconds"],
+                             rows[v][-1]["cpu_s"])
             results[size] = {
                 "scan_size": list(image.GetSize()),
                 **{v: {"median_s": statistics.median(r["seconds"] for r in rows[v]),
                        "runs_s": [round(r["seconds"], 3) for r in rows[v]],
+                       "median_cpu_s": statistics.median(r["cpu_s"] for r in rows[v]),
+                       "runs_cpu_s": [round(r["cpu_s"], 2) for r in rows[v]],
                        "precision": rows[v][0].get("precision"),
                        "peak_rss_gb": max(r["peak_rss_gb"] for r in rows[v])} for v in variants},
             }
@@ -270,7 +282,8 @@ def run_bench(s: BenchSettings) -> tuple[dict, list[str]]:
     results = bench(sizes, s.runs, s.weights, overrides, s.real_plans, variants)
     lines = []
     for size, r in results.items():
-        cols = "  ".join(f"{v}: {r[v]['median_s']:.2f} s (peak {r[v]['peak_rss_gb']:.2f} GB)" for v in variants)
+        cols = "  ".join(f"{v}: {r[v]['median_s']:.2f} s (cpu {r[v]['median_cpu_s']:.1f} s, peak "
+                         f"{r[v]['peak_rss_gb']:.2f} GB)" for v in variants)
         lines.append(f"{size} {'x'.join(map(str, r['scan_size']))}: {cols}")
     last = results[sizes[-1]]
     speedup = (last["baseline_style"]["median_s"] / last["ours"]["median_s"]) if "baseline_style" in last \
