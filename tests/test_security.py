@@ -328,7 +328,7 @@ def test_legitimate_detached_header_still_works(hostile_batch):
 
 def test_the_weights_used_and_why_are_logged(hostile_batch):
     r, *_ = hostile_batch
-    lines = [ln for ln in r.stderr.splitlines() if "INFO pdac.pipeline: using weights" in ln]
+    lines = [ln for ln in r.stderr.splitlines() if "INFO pdac.infer.pipeline: using weights" in ln]
     assert len(lines) == 1, r.stderr[-3000:]
     assert f"using weights {WEIGHTS} (bundled demo weights: " in lines[0] and "empty-model-mount is empty" in lines[0]
 
