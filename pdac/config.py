@@ -97,8 +97,9 @@ class PlausibilityConfig:
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
-    # Network arithmetic on the CPU: bf16 = bfloat16 autocast; auto = bf16 where the processor has native
-    # bfloat16 instructions (avx512_bf16 / amx_bf16), else fp32. On CUDA nnU-Net's own mixed precision is used.
+    # Lesion-network arithmetic on the CPU: bf16 = bfloat16 autocast; auto = bf16 where the processor has native
+    # bfloat16 instructions (avx512_bf16 / amx_bf16), else fp32. Stage 1 always runs in fp32 on the CPU
+    # (pdac.infer.models.stage1_precision). On CUDA nnU-Net's own mixed precision is used.
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 

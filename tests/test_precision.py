@@ -96,11 +96,22 @@ def test_two_bf16_runs_are_bit_identical(tmp_path, phantom_scans):
         r = pdac("detect", str(phantom_scans["oblique"]), "-o", str(out), "--precision", "bf16", "--device", "cpu")
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stderr.count("precision: bf16") == 1, r.stderr[-2000:]  # logged once per run
+        assert "; stage 1 in fp32" in r.stderr
         outs.append(out)
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(o / "case_oblique_detection_map.mha"))) for o in outs)
     assert a.max() > 0
     assert np.array_equal(a, b)
     assert (outs[0] / "pdac-likelihood.json").read_text() == (outs[1] / "pdac-likelihood.json").read_text()
+
+
+def test_bf16_runs_the_lesion_network_only_and_stage1_stays_fp32():
+    from pdac.infer.models import stage1_precision
+    from pdac.infer.pipeline import Pipeline
+
+    for setting, lesion in (("bf16", "bf16"), ("fp32", "fp32")):
+        pipeline = Pipeline(load_config(overrides={"runtime": {"precision": setting, "device": "cpu"}}), str(WEIGHTS))
+        assert (pipeline.lesion_model.precision, pipeline.pancreas_model.precision) == (lesion, "fp32")
+    assert stage1_precision("amp") == "amp"  # CUDA: nnU-Net's mixed precision for both stages
 
 
 def _blob(shape, centre, radius, value):

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic: AVX-512 BF16 and AMX-BF16.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-# What the network runs in: fp32; bf16 (bfloat16 autocast on the CPU); amp (CUDA: nnU-Net's own autocast).
+# What a network runs in: fp32; bf16 (bfloat16 autocast on the CPU, the lesion network only, see
+# `stage1_precision`); amp (CUDA: nnU-Net's own autocast).
 Precision = Literal["fp32", "bf16", "amp"]
 
 
@@ -118,6 +119,13 @@ def choose_precision(setting: str, device_type: str, flags: frozenset[str]) -> P
     raise ValueError(f"unknown precision setting {setting!r}")  # the config's Literal refuses it first
 
 
+def stage1_precision(chosen: Precision) -> Precision:
+    """Stage 1 stays in fp32 on the CPU. Its thresholded low-resolution mask decides the crop, and there bf16's
+    rounding flipped border voxels, moved the crop and lost a lesion (docs/performance.md: 2 of 40 held-out
+    phantoms), while the stage-1 network takes ~1% of the time. CUDA keeps nnU-Net's mixed precision."""
+    return "amp" if chosen == "amp" else "fp32"
+
+
 def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> Precision:
     """`choose_precision` for this machine, logged once (per pipeline)."""
     flags = cpu_flags() if flags is None else flags
@@ -131,8 +139,8 @@ def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] 
         log.warning("precision bf16: this CPU has no native bfloat16 (avx512_bf16/amx_bf16); expect it to be "
                     "slower than fp32")
     else:
-        log.info("precision: %s on the CPU (setting %s; native bfloat16: %s)", chosen, setting,
-                 ", ".join(native) or "no")
+        log.info("precision: %s on the CPU (setting %s; native bfloat16: %s)%s", chosen, setting,
+                 ", ".join(native) or "no", "; stage 1 in fp32" if chosen == "bf16" else "")
     return chosen
 
 

@@ -28,7 +28,7 @@ from pdac.infer.geometry import (
 )
 from pdac.infer.io import MAX_VOXELS
 from pdac.infer.lesion import lesion_probability, mask_probability
-from pdac.infer.models import Model, load_model, resolve_device, resolve_precision
+from pdac.infer.models import Model, load_model, resolve_device, resolve_precision, stage1_precision
 from pdac.infer.pancreas import segment_pancreas
 from pdac.infer.plausibility import assess_pancreas
 from pdac.infer.provenance import weights_provenance
@@ -127,8 +127,8 @@ class Pipeline:
         self.pancreas_model = load_model(verified.model(config.stage1.model), config.stage1, self.device)
         self.lesion_model = load_model(verified.model(config.stage2.model), config.stage2, self.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
-        for model in (self.pancreas_model, self.lesion_model):
-            model.precision = self.precision
+        self.lesion_model.precision = self.precision
+        self.pancreas_model.precision = stage1_precision(self.precision)
 
     def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
         cfg = self.config
