@@ -121,8 +121,8 @@ def choose_precision(setting: str, device_type: str, flags: frozenset[str]) -> P
 
 def stage1_precision(chosen: Precision) -> Precision:
     """Stage 1 stays in fp32 on the CPU. Its thresholded low-resolution mask decides the crop, and there bf16's
-    rounding flipped border voxels, moved the crop and lost a lesion (docs/performance.md: 2 of 40 held-out
-    phantoms), while the stage-1 network takes ~1% of the time. CUDA keeps nnU-Net's mixed precision."""
+    rounding flipped border voxels and moved the crop in 2 of 40 held-out phantoms, losing a lesion in one
+    (docs/performance.md), while the stage-1 network takes ~1% of the time. CUDA keeps nnU-Net's mixed precision."""
     return "amp" if chosen == "amp" else "fp32"
 
 
