@@ -255,6 +255,7 @@ def learning_curve(s: StudySettings, model: Path, weights: Path, test_images: Pa
     from pdac.infer.io import case_id, find_images, read_image
     from pdac.infer.models import load_model
     from pdac.infer.pipeline import Pipeline
+    from pdac.infer.weights import unverified_model_folder
 
     subset = curve_subset(final_cases, s.curve_cases)
     snapshots = sorted((model / f"fold_{s.fold}").glob("checkpoint_epoch*.pth"))
@@ -269,7 +270,8 @@ def learning_curve(s: StudySettings, model: Path, weights: Path, test_images: Pa
             if epoch >= s.epochs:
                 continue
             stage2 = dataclasses.replace(config.stage2, folds=(s.fold,), checkpoints=(snapshot.name,))
-            pipeline.lesion_model = load_model(model, stage2, pipeline.device)
+            pipeline.lesion_model = load_model(unverified_model_folder(model), stage2, pipeline.device)
+            pipeline.lesion_model.precision = pipeline.precision
             detections, likelihoods = {}, {}
             for case, path in scans.items():
                 result = pipeline.run(read_image(path), case)
