@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from pdac.config import LimitsConfig, PipelineConfig
+from pdac.config import LimitsConfig, ModelConfig, PipelineConfig
 from pdac.errors import InputError
 from pdac.infer.candidates import Lesion, candidates, lesion_list
 from pdac.infer.geometry import (
@@ -32,7 +32,7 @@ from pdac.infer.models import Model, load_model, resolve_device, resolve_precisi
 from pdac.infer.pancreas import segment_pancreas
 from pdac.infer.plausibility import assess_pancreas
 from pdac.infer.provenance import weights_provenance
-from pdac.infer.weights import find_weights_dir, verify_weights
+from pdac.infer.weights import ModelFiles, find_weights_dir, verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,16 @@ class Pipeline:
             torch.set_num_threads(config.runtime.threads)
         log.info("device: %s", torch.cuda.get_device_name(self.device) + " (cuda)" if self.device.type == "cuda"
                  else f"cpu ({torch.get_num_threads()} threads)")
-        self.pancreas_model = load_model(verified.model(config.stage1.model), config.stage1, self.device)
-        self.lesion_model = load_model(verified.model(config.stage2.model), config.stage2, self.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
-        self.lesion_model.precision = self.precision
+        self.pancreas_model = load_model(verified.model(config.stage1.model), config.stage1, self.device)
         self.pancreas_model.precision = stage1_precision(self.precision)
+        self.use_lesion_model(verified.model(config.stage2.model), config.stage2)
+
+    def use_lesion_model(self, files: ModelFiles, cfg: ModelConfig) -> None:
+        """Load the stage-2 model from `files` in the pipeline's precision (also how the study swaps in a
+        training snapshot)."""
+        self.lesion_model = load_model(files, cfg, self.device)
+        self.lesion_model.precision = self.precision
 
     def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
         cfg = self.config

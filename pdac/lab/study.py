@@ -253,7 +253,6 @@ def learning_curve(s: StudySettings, model: Path, weights: Path, test_images: Pa
     from pdac.evaluation.discovery import find_labels
     from pdac.evaluation.metrics import evaluate_arrays
     from pdac.infer.io import case_id, find_images, read_image
-    from pdac.infer.models import load_model
     from pdac.infer.pipeline import Pipeline
     from pdac.infer.weights import unverified_model_folder
 
@@ -270,8 +269,7 @@ def learning_curve(s: StudySettings, model: Path, weights: Path, test_images: Pa
             if epoch >= s.epochs:
                 continue
             stage2 = dataclasses.replace(config.stage2, folds=(s.fold,), checkpoints=(snapshot.name,))
-            pipeline.lesion_model = load_model(unverified_model_folder(model), stage2, pipeline.device)
-            pipeline.lesion_model.precision = pipeline.precision
+            pipeline.use_lesion_model(unverified_model_folder(model), stage2)
             detections, likelihoods = {}, {}
             for case, path in scans.items():
                 result = pipeline.run(read_image(path), case)
