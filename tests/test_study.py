@@ -1,5 +1,6 @@
-"""`pdac study`: the pre-registered loss study (docs/study/PROTOCOL.md). The quick path end to end (slow), and
-its pieces on hand-made run records: the plan, the two-level bootstrap, the decision rule, the report."""
+"""`pdac study`: the pre-registered loss study (docs/study/PROTOCOL.md). The quick path end to end (two arms in
+CI; the default quick plan with two seeds and CE, slow), and its pieces on hand-made run records: the plan, the
+two-level bootstrap, the decision rule, the report."""
 
 import json
 import os
@@ -11,52 +12,73 @@ from pdac.lab import study_stats
 from pdac.lab.study import ARM, DECISIVE, HYPOTHESES, StudySettings, discriminative_spec
 from pdac.lab.study_stats import PooledArm
 
-QUICK_RUNS = ["dice__seed1", "tversky-fp__seed1", "dice__seed2", "tversky-fp__seed2", "ce__seed1"]
+QUICK_ENV = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"}
 
 
-@pytest.mark.slow
-def test_quick_study_stops_between_runs_resumes_and_reports(tmp_path):
+def _run_record_checks(report, work, name):
+    run = json.loads((report / "runs" / f"{name}.json").read_text())
+    arm, seed = run["arm"], run["seed"]
+    assert name == f"{arm}__seed{seed}" and run["trainer"] == ARM[arm].adam_trainer
+    assert len(run["cases"]) == 6 and all("lesions" in c and "prediction" in c for c in run["cases"].values())
+    # each seed trained into its own results folder
+    assert list((work / "nnUNet_results" / f"seed{seed}").glob(f"Dataset214_*/{run['trainer']}__*/fold_0/"
+                                                                 "checkpoint_final.pth"))
+    return run
+
+
+def test_quick_study_runs_the_whole_path_stops_and_resumes(tmp_path):
+    """CI's check of the study path: train, detect, snapshot learning curves, bootstrap, verdict, report."""
     report, work = tmp_path / "report", tmp_path / "work"
-    env = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"}
+    quick = ["study", "--quick", "-o", str(report), "--work", str(work), "--arms", "dice", "tversky-fp", "--seeds", "1"]
     # a tiny time limit: one run, then a clean stop with a partial report
-    r = pdac("study", "--quick", "-o", str(report), "--work", str(work), "--max-minutes", "0.01", timeout=1800, env=env)
+    r = pdac(*quick, "--max-minutes", "0.01", timeout=1800, env=QUICK_ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.stem for p in (report / "runs").glob("*.json")) == ["dice__seed1"]
     first = (report / "runs" / "dice__seed1.json").read_bytes()
-    assert "1 of 5 runs finished" in (report / "README.md").read_text()
-    # the same command without the limit resumes: the recorded run is kept, the four others run
-    r = pdac("study", "--quick", "-o", str(report), "--work", str(work), timeout=1800, env=env)
+    assert "1 of 2 runs finished" in (report / "README.md").read_text()
+    # the same command without the limit resumes: the recorded run is kept, the other one runs
+    r = pdac(*quick, timeout=1800, env=QUICK_ENV)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.stem for p in (report / "runs").glob("*.json")) == sorted(QUICK_RUNS)
+    assert sorted(p.stem for p in (report / "runs").glob("*.json")) == ["dice__seed1", "tversky-fp__seed1"]
     assert (report / "runs" / "dice__seed1.json").read_bytes() == first
-    for name in QUICK_RUNS:
-        run = json.loads((report / "runs" / f"{name}.json").read_text())
-        arm, seed = run["arm"], run["seed"]
-        assert name == f"{arm}__seed{seed}" and run["trainer"] == ARM[arm].adam_trainer
-        assert len(run["cases"]) == 6 and all("lesions" in c and "prediction" in c for c in run["cases"].values())
-        # each seed trained into its own results folder
-        assert list((work / "nnUNet_results" / f"seed{seed}").glob(f"Dataset214_*/{run['trainer']}__*/fold_0/"
-                                                                     "checkpoint_final.pth"))
-        if seed == 1:  # learning curve: the epoch-1 snapshot and the final model, on 4 cases
-            assert [p["iterations"] for p in run["curve"]] == [2, 4]
-            assert all(p["cases"] == 4 and p["fp_per_case"] >= 0 for p in run["curve"])
-            assert run["seconds"]["curve"] is not None
-        else:
-            assert run["curve"] is None
+    for name in ("dice__seed1", "tversky-fp__seed1"):
+        run = _run_record_checks(report, work, name)
+        # learning curve: the epoch-1 snapshot (loaded as the pipeline's lesion model) and the final model
+        assert [p["iterations"] for p in run["curve"]] == [2, 4]
+        assert all(p["cases"] == 4 and p["fp_per_case"] >= 0 for p in run["curve"])
+        assert run["seconds"]["curve"] is not None
     readme = (report / "README.md").read_text()
-    assert "complete (5 runs)" in readme
+    assert "complete (2 runs)" in readme
     h1 = next(line for line in readme.splitlines() if line.startswith("| H1 |"))
     assert "**supported**" in h1 or "**not supported**" in h1
-    assert "arms not in this study" in next(line for line in readme.splitlines() if line.startswith("| H2 |"))
     record = json.loads((report / "study.json").read_text())
-    assert record["results"]["H1"]["seeds"] == [1, 2] and len(record["results"]["H1"]["primary"]["ci"]) == 2
-    assert record["results"]["H2"] is None
+    assert record["results"]["H1"]["seeds"] == [1] and len(record["results"]["H1"]["primary"]["ci"]) == 2
     spec = discriminative_spec()  # the benchmark the phantoms were drawn from is on record and in the README
     assert record["benchmark"]["lesion_diameter_mm"] == list(spec.lesion_diameter_mm)
     assert f"{spec.lesion_diameter_mm[0]:g}-{spec.lesion_diameter_mm[1]:g} mm across" in readme
+    assert (report / "learning_curves.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_quick_study_pools_training_seeds_and_compares_against_ce(tmp_path):
+    """The default quick plan: three arms, two seeds (seed 2 without curves), CE the exploratory reference."""
+    report, work = tmp_path / "report", tmp_path / "work"
+    r = pdac("study", "--quick", "-o", str(report), "--work", str(work), timeout=1800, env=QUICK_ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = ["dice__seed1", "tversky-fp__seed1", "dice__seed2", "tversky-fp__seed2", "ce__seed1"]
+    assert sorted(p.stem for p in (report / "runs").glob("*.json")) == sorted(runs)
+    for name in runs:
+        run = _run_record_checks(report, work, name)
+        assert (run["curve"] is None) == (run["seed"] != 1)
+    readme = (report / "README.md").read_text()
+    assert "complete (5 runs)" in readme
+    assert "arms not in this study" in next(line for line in readme.splitlines() if line.startswith("| H2 |"))
+    record = json.loads((report / "study.json").read_text())
+    assert record["results"]["H1"]["seeds"] == [1, 2] and record["results"]["H2"] is None
     # the exploratory comparison: each arm's first seed, CE the reference
     data = json.loads((report / "metrics.json").read_text())
     assert [s["name"] for s in data["sets"]] == [ARM[a].name for a in ("ce", "dice", "tversky-fp")]
+    assert "Measured differences against CE" in readme
     for plot in ("learning_curves.png", "roc.png", "pr.png", "froc.png"):
         assert (report / plot).stat().st_size > 5000
 
