@@ -57,6 +57,8 @@ def test_quick_study_runs_the_whole_path_stops_and_resumes(tmp_path):
     assert record["benchmark"]["lesion_diameter_mm"] == list(spec.lesion_diameter_mm)
     assert f"{spec.lesion_diameter_mm[0]:g}-{spec.lesion_diameter_mm[1]:g} mm across" in readme
     assert (report / "learning_curves.png").stat().st_size > 5000
+    # without CE the exploratory comparison says which arm is its reference
+    assert "first seed against Dice (Tversky 0.5/0.5) (no CE run recorded)" in readme
 
 
 @pytest.mark.slow
@@ -78,7 +80,7 @@ def test_quick_study_pools_training_seeds_and_compares_against_ce(tmp_path):
     # the exploratory comparison: each arm's first seed, CE the reference
     data = json.loads((report / "metrics.json").read_text())
     assert [s["name"] for s in data["sets"]] == [ARM[a].name for a in ("ce", "dice", "tversky-fp")]
-    assert "Measured differences against CE" in readme
+    assert "first seed against CE\n" in readme and "Measured differences against CE" in readme
     for plot in ("learning_curves.png", "roc.png", "pr.png", "froc.png"):
         assert (report / plot).stat().st_size > 5000
 
@@ -182,6 +184,7 @@ def test_report_is_written_from_run_records_alone(tmp_path):
     assert readme.rstrip().endswith("my notes") and "old" not in readme.splitlines()[0]
     assert (tmp_path / "learning_curves.png").stat().st_size > 5000
     assert [s["name"] for s in json.loads((tmp_path / "metrics.json").read_text())["sets"]][0] == "CE"
+    assert "each arm's first seed against CE\n" in readme
     assert os.path.exists(tmp_path / "froc.png")
 
 

@@ -289,7 +289,7 @@ resamples (seeds, then cases; PROTOCOL.md), {record['primary_ci_level']:.1%} for
 
 {sections['curves']}
 
-## Exploratory (not pre-registered): each arm's first seed against CE
+## Exploratory (not pre-registered): each arm's first seed against {sections['reference']}
 
 {sections['exploratory']}
 
@@ -339,6 +339,7 @@ def write_report(out: Path, record: dict, hypotheses, arm_names: dict[str, str],
                    "on a fixed subset of the held-out cases, from snapshots of each arm's first seed (the last point "
                    "is the final model)." if has_curves else "No learning curve recorded."),
         "exploratory": exploratory,
+        "reference": first[0][0] if first[0][1]["arm"] == "ce" else f"{first[0][0]} (no CE run recorded)",
         "timings": _timings(runs),
     }
     previous = (out / "README.md").read_text() if (out / "README.md").exists() else None
