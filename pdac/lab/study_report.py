@@ -124,8 +124,11 @@ def conclusion(data: dict) -> str:
     return "\n".join(lines)
 
 
-def exploratory_comparison(first_seed_runs: list[tuple[str, dict]], out: Path, n_bootstrap: int, seed: int) -> str:
-    """`pdac evaluate`'s comparison of the arms' first-seed runs (the first one the reference) into `out`."""
+def exploratory_comparison(first_seed_runs: list[tuple[str, dict]], out: Path, n_bootstrap: int,
+                           seed: int) -> tuple[str, str]:
+    """`pdac evaluate`'s comparison of the arms' first-seed runs (the first one the reference) into `out`.
+
+    Returns the reference's title (CE, or the first arm when no CE run is recorded) and the section's text."""
     from pdac.evaluation.report import build_report
     from pdac.evaluation.report import write_report as write_evaluation
 
@@ -133,9 +136,12 @@ def exploratory_comparison(first_seed_runs: list[tuple[str, dict]], out: Path, n
                           n_bootstrap, seed)
     write_evaluation(report, out)
     text = report.summary.replace("# PANORAMA evaluation", "### Held-out evaluation", 1)
-    if first_seed_runs[0][1]["arm"] == "ce" and len(first_seed_runs) > 1:
+    reference, reference_run = first_seed_runs[0]
+    if reference_run["arm"] != "ce":
+        return f"{reference} (no CE run recorded)", text
+    if len(first_seed_runs) > 1:
         text += "\n#### Measured differences against CE\n\n" + conclusion(report.data) + "\n"
-    return text
+    return reference, text
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -329,7 +335,7 @@ def write_report(out: Path, record: dict, hypotheses, arm_names: dict[str, str],
     with matplotlib.rc_context():
         matplotlib.rcdefaults()  # nnU-Net's training plots set seaborn's font_scale 2.5 for the whole process
         has_curves = plot_learning_curves(curves, out / CURVES_PNG)
-        exploratory = exploratory_comparison(first, out, max(1, n_bootstrap // 4), bootstrap_seed)
+        reference, exploratory = exploratory_comparison(first, out, max(1, n_bootstrap // 4), bootstrap_seed)
     sections = {
         "hypotheses": hypotheses_section(hypotheses, comparisons, progress),
         "secondary": secondary_section(comparisons),
@@ -339,7 +345,7 @@ def write_report(out: Path, record: dict, hypotheses, arm_names: dict[str, str],
                    "on a fixed subset of the held-out cases, from snapshots of each arm's first seed (the last point "
                    "is the final model)." if has_curves else "No learning curve recorded."),
         "exploratory": exploratory,
-        "reference": first[0][0] if first[0][1]["arm"] == "ce" else f"{first[0][0]} (no CE run recorded)",
+        "reference": reference,
         "timings": _timings(runs),
     }
     previous = (out / "README.md").read_text() if (out / "README.md").exists() else None
