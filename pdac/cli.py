@@ -15,16 +15,9 @@ import sys
 from pathlib import Path
 
 from pdac.errors import Interrupted, PdacError, UsageError
+from pdac.logs import setup_logging
 
 log = logging.getLogger("pdac")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Logs go to stderr; third-party chatter is kept at WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL", "numexpr"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -293,6 +286,11 @@ def add_bench_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=19, help="phantom seed (not a training or recorded held-out seed)")
     e.add_argument("--scans", nargs="+", default=[], help="extra scans without labels, e.g. a real CT")
     e.add_argument("--work", help="folder for the phantoms (kept and reused; default: a temporary folder)")
+    g = b.add_argument_group("Grand Challenge API methods (exec vs invoke on the same cases instead)")
+    g.add_argument("--gc-api", action="store_true",
+                   help="per-case wall time of exec (one process.py per case) and invoke (a warm server, second and "
+                        "later cases) on the GC sample and --gc-phantoms phantoms; ends with invoke_vs_exec=X.XX")
+    g.add_argument("--gc-phantoms", type=int, default=3, help="small phantoms besides the GC sample (default 3)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -301,6 +299,12 @@ def cmd_bench(args) -> int:
 
     if args.precision_equivalence:
         return cmd_precision_equivalence(args)
+    if args.gc_api:
+        from pdac.lab.bench_gc import run_bench_gc
+
+        if args.gc_phantoms < 1:
+            raise UsageError("--gc-phantoms must be at least 1")
+        return _report(*run_bench_gc(args.gc_phantoms, weights=args.weights), args.json)
     if args.runs < 1:
         raise UsageError("--runs must be at least 1")
     settings = BenchSettings(sizes=tuple(args.sizes or ()), runs=args.runs, weights=args.weights,
