@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer).
+"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer;
+serve, GC's delivery adapter, -> infer).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
 
@@ -16,8 +17,9 @@ ALLOWED = {
     "infer": {"shared"},
     "train": {"shared", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
     "evaluation": {"shared", "infer"},
+    "serve": {"shared", "infer"},  # GC's exec and invoke adapters over the pipeline; nothing below imports them
     "lab": {"shared", "infer", "train", "evaluation"},
-    "cli": {"shared", "infer", "train", "evaluation", "lab"},
+    "cli": {"shared", "infer", "train", "evaluation", "lab", "serve"},
 }
 
 
@@ -106,3 +108,13 @@ def test_the_graph_is_real(graph):
     assert "pdac.infer.models" in graph["pdac.infer.pipeline"]
     assert room("pdac.infer.pipeline") == "infer" and room("pdac.config") == "shared"
     assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
+    assert "pdac.serve.gc_case" in graph["pdac.serve.server"] and room("pdac.serve.server") == "serve"
+
+
+def test_the_exec_path_stays_free_of_the_server():
+    """process.py (exec) imports the shared case module, never the HTTP server or its libraries."""
+    case = ast.parse((PACKAGE / "serve" / "gc_case.py").read_text())
+    imported = {a.name for n in ast.walk(case) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(case) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.split(".")[0] in ("fastapi", "uvicorn", "starlette")}
+    assert "pdac.serve.server" not in imported
