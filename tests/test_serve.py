@@ -281,3 +281,17 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
         assert s.proc.wait(timeout=120) == 2
     assert f"cannot listen on 127.0.0.1:{s.port}" in s.last_line()
     assert LOADED not in s.stderr() and "Traceback" not in s.stderr()
+
+
+def test_the_image_entrypoint_runs_the_method_it_was_built_for(cases, tmp_path):
+    """`python -m pdac.serve.entrypoint` (the image's ENTRYPOINT): exec is process.py; anything but invoke/exec
+    is one line and exit 2."""
+    entry = [sys.executable, "-m", "pdac.serve.entrypoint", "--input", str(cases["garbage"])]
+    r = subprocess.run([*entry, "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PDAC_API_METHOD": "EXEC"}, timeout=300)
+    code, line = exec_result(cases["garbage"], tmp_path / "exec")
+    assert (r.returncode, one_line(r.stderr.strip().splitlines()[-1])) == (code, one_line(line)) and code == 3
+    assert "uvicorn" not in r.stderr and LOADED not in r.stderr
+    r = subprocess.run(entry, capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PDAC_API_METHOD": "serve"}, timeout=300)
+    assert r.returncode == 2 and "must be 'invoke' or 'exec'" in r.stderr.strip().splitlines()[-1]

@@ -119,7 +119,13 @@ def main(argv=None) -> int:
         raise_on_termination_signals()  # GC's time limit sends SIGTERM
         run_case(args.input, args.output, load_pipeline)
         return 0
-    except (PdacError, Interrupted) as e:
+    except Exception as e:  # noqa: BLE001 - a bug or the machine: its traceback, then the same one line as invoke
+        if not isinstance(e, PdacError):
+            log.exception("unexpected error")
+        code, line = failure(e)
+        log.error("%s", line)
+        return code
+    except Interrupted as e:
         code, line = failure(e)
         log.error("%s", line)
         return code
