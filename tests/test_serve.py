@@ -76,13 +76,17 @@ class Server:
             time.sleep(0.05)
         pytest.fail(f"server not healthy (exit {self.proc.poll()}): {self.stderr()[-2000:]}")
 
-    def case(self, folder: Path) -> tuple[int, dict]:
-        """One case as GC's wrapper runs it: empty the output, re-point the input, POST /invoke."""
+    def point(self, folder: Path) -> None:
+        """As GC's wrapper prepares a case: empty the output, re-point the input (a new symlink)."""
         for p in self.output.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         if self.input.is_symlink():
             self.input.unlink()
         self.input.symlink_to(folder, target_is_directory=True)
+
+    def case(self, folder: Path) -> tuple[int, dict]:
+        """One case as GC's wrapper runs it: `point`, then POST /invoke."""
+        self.point(folder)
         return request(f"{self.base}/invoke", "POST")
 
     def stderr(self) -> str:
@@ -199,7 +203,7 @@ def test_cases_in_a_row_match_process_py(server, cases, tmp_path):
 
 
 def test_invoke_refuses_a_second_case_while_one_runs(server, cases):
-    server.case(cases["tiny1"])  # re-points the input; the request below is what is measured
+    server.point(cases["tiny1"])
     results = []
     first = threading.Thread(target=lambda: results.append(request(f"{server.base}/invoke", "POST")))
     first.start()
@@ -210,7 +214,7 @@ def test_invoke_refuses_a_second_case_while_one_runs(server, cases):
             busy = body
             break
         time.sleep(0.01)
-    first.join(timeout=120)
+    first.join(timeout=900)
     assert results and results[0][0] == 201
     if busy is None:
         pytest.skip("the case finished before a second request could overlap it")
