@@ -269,7 +269,7 @@ def test_invoke_tasks_in_one_shim_run_share_one_server(tmp_path, phantom_scans):
         assert job.output_files(i) == {MAP, LIKELIHOOD} and job.signature_valid(i)
         reference = TEST_OUTPUT if case == TEST_INPUT else tmp_path / f"exec-{i}"
         if case != TEST_INPUT:
-            assert process(case, reference).returncode == 0
+            assert process(case, reference, timeout=1800).returncode == 0
         got_likelihood = json.loads((job.output(i) / LIKELIHOOD).read_text())
         assert got_likelihood == pytest.approx(json.loads((reference / LIKELIHOOD).read_text()), abs=0.02)
         scan = sitk.ReadImage(str(next((case / "images" / "venous-ct").glob("*.mha"))))
@@ -282,7 +282,7 @@ def test_invoke_tasks_in_one_shim_run_share_one_server(tmp_path, phantom_scans):
     # 4: the broken case fails the task with process.py's one line as the server's last stderr line ...
     broken = job.results[3]
     assert broken is not None and broken["return_code"] == 1 and broken["outputs"] == [], job.log_tail
-    exec_run = process(cases[3], tmp_path / "exec-broken")
+    exec_run = process(cases[3], tmp_path / "exec-broken", timeout=1800)
     assert exec_run.returncode == 3
     reason = message(last_line(exec_run.stderr.splitlines())).replace(str(cases[3]), "/input")  # as GC's path
     assert message(last_line(broken["user_process_last_stderr_lines"])) == reason, job.log_tail

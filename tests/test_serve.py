@@ -161,7 +161,8 @@ def server(tmp_path_factory):
 def test_health_is_503_while_loading_then_200(server):
     assert server.seen[-1] == 200
     assert 503 in server.seen, server.seen  # it listened while the models were loading
-    assert set(server.seen[server.seen.index(503):-1]) <= {503}, server.seen
+    # then only 503s (None: a call that timed out on a busy machine) until the 200
+    assert set(server.seen[server.seen.index(503):-1]) <= {503, None}, server.seen
     assert server.stderr().count(LOADED) == 1
 
 
