@@ -143,7 +143,9 @@ class Job:
     def user_stderr(self) -> list[str]:
         """The entry point's stderr lines, in order, as the shim logged them (its own lines left out)."""
         records = [json.loads(ln) for ln in (self.folder / "shim.log").read_text().splitlines() if ln.startswith("{")]
-        return [r["log"] for r in records if r.get("internal") is False and r.get("source") == "stderr"]
+        # the shim logs the child's stderr lines at WARNING, not internal; its own user-facing errors at ERROR
+        return [r["log"] for r in records
+                if r.get("internal") is False and r.get("source") == "stderr" and r.get("level") == "WARNING"]
 
     def output(self, task: int = 0) -> Path:
         return self.folder / ("output" if task == 0 else f"output-{task}")
@@ -300,7 +302,7 @@ def test_invoke_broken_model_tarball_fails_the_setup_with_the_servers_reason(tmp
     (weights / "manifest.json").write_text(json.dumps(manifest))
 
     # the shim's start-and-health cap lowered from GC's 300 s: a server that died is only noticed at the cap
-    job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path), api_method="invoke", health_timeout=40)
+    job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path), api_method="invoke", health_timeout=120)
 
     assert job.setup_result["return_code"] == 1, job.log_tail
     assert "health check" in job.setup_result["user_safe_error_message"], job.setup_result
