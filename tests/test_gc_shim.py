@@ -302,7 +302,7 @@ def test_invoke_broken_model_tarball_fails_the_setup_with_the_servers_reason(tmp
     (weights / "manifest.json").write_text(json.dumps(manifest))
 
     # the shim's start-and-health cap lowered from GC's 300 s: a server that died is only noticed at the cap
-    job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path), api_method="invoke", health_timeout=120)
+    job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path), api_method="invoke", health_timeout=240)
 
     assert job.setup_result["return_code"] == 1, job.log_tail
     assert "health check" in job.setup_result["user_safe_error_message"], job.setup_result

@@ -300,3 +300,19 @@ def test_the_image_entrypoint_runs_the_method_it_was_built_for(cases, tmp_path):
     r = subprocess.run(entry, capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "PDAC_API_METHOD": "serve"}, timeout=300)
     assert r.returncode == 2 and "must be 'invoke' or 'exec'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_torch_info_chatter_cannot_follow_the_last_line(capsys):
+    """torch's exit hooks log at INFO (FakeTensor cache stats) after the server's or process.py's one-line error,
+    which must stay the last stderr line; importing torch resets its loggers' levels, so the handler filters."""
+    import logging
+
+    from pdac.logs import setup_logging
+
+    setup_logging()
+    logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.NOTSET)  # as torch's import leaves it
+    logging.getLogger("pdac.serve").error("the reason")
+    logging.getLogger("torch._subclasses.fake_tensor").info("FakeTensor cache stats:")
+    logging.getLogger("torch").warning("a real warning")
+    lines = capsys.readouterr().err.splitlines()
+    assert [one_line(ln) for ln in lines] == ["the reason", "a real warning"]
