@@ -372,7 +372,7 @@ stop_server() {
       # The server itself (GC signals its process group, in which it is alone); signalling buildah's own
       # processes too would make buildah exit 1 instead of passing the server's exit status on.
       local inner
-      inner="$(pgrep -g "$server" -f '^python[0-9.]* -m pdac\.serve' | head -1 || true)"
+      inner="$(pgrep -g "$server" -f '^(\S*/)?python[0-9.]* -m pdac\.serve' | head -1 || true)"
       kill -TERM -- "${inner:--$server}" 2>/dev/null || true
       for ((i = 0; i < ${1:-5} * 10; i++)); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
       kill -KILL -- "-$server" 2>/dev/null || true
