@@ -284,7 +284,8 @@ run_image() {
 }
 
 # last_line LOG: its last non-empty line; message LINE: without the `HH:MM:SS LEVEL logger: ` prefix.
-last_line() { grep -v '^[[:space:]]*$' "$1" | tail -1; }
+# (buildah run's own trailer lines, `Error: exit status N` and `subprocess exited ...`, are not the image's)
+last_line() { grep -v -E '^[[:space:]]*$|^Error: exit status [0-9]+$|^subprocess exited ' "$1" | tail -1; }
 message() { sed -E 's/^[0-9:]{8} [A-Z]+ [^ :]+: //' <<<"$1"; }
 
 # --- the invoke server ---------------------------------------------------------------------------
