@@ -22,6 +22,8 @@ CANDIDATE_TRAINERS = ("nnUNetTrainerTverskyCELoss_Adam1en3",)
 # nnU-Net's own AdamW trainer for stage 1 too: with its SGD, 60 x 25 iterations gave pancreas pseudo-Dice
 # 0.88 in one run and 0.00 in the next (no pancreas found on any held-out phantom).
 STAGE1_TRAINER = "nnUNetTrainerAdam1en3"
+# Where this team's copy of the public label maps sits (see README, "Where the training data comes from").
+DEFAULT_LABELMAPS = Path("..") / "shared" / "data" / "labelmaps"
 TIMINGS = "training_seconds.json"
 
 
@@ -29,7 +31,9 @@ TIMINGS = "training_seconds.json"
 class DemoSettings:
     work: Path = Path("work") / "demo"
     out: Path = Path("weights")
+    labelmaps: Path | None = DEFAULT_LABELMAPS  # None: the procedural phantoms (the demo weights before 0.x)
     n_train: int = 60
+    n_val: int = 12
     n_heldout: int = 24
     train_seed: int = 1
     heldout_seed: int = 2
@@ -50,8 +54,11 @@ class DemoSettings:
 
         return WorkflowSettings(
             work=self.work, datasets=DEMO_DATASETS,
-            train=Phantoms("phantoms_train", self.n_train, self.train_seed, previews=3),
-            heldout=Phantoms("phantoms_heldout", self.n_heldout, self.heldout_seed),
+            train=Phantoms("synth_train" if self.labelmaps else "phantoms_train", self.n_train, self.train_seed,
+                           previews=3),
+            heldout=Phantoms("synth_heldout" if self.labelmaps else "phantoms_heldout", self.n_heldout,
+                             self.heldout_seed),
+            labelmaps=self.labelmaps, n_val=self.n_val, case_prefix="lm" if self.labelmaps else "ph",
             stage1_budget=budget(self.stage1_epochs, self.stage1_iterations),
             stage2_budget=budget(self.stage2_epochs, self.stage2_iterations),
             training_seed=self.training_seed)
@@ -81,7 +88,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", type=Path, default=d.work)
     p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--labelmaps", type=Path, default=d.labelmaps,
+                   help="folder of real label maps, one sub-folder per source (default: %(default)s)")
+    p.add_argument("--phantoms", action="store_true", help="train on the procedural phantoms instead")
     p.add_argument("--n-train", type=int, default=d.n_train)
+    p.add_argument("--n-val", type=int, default=d.n_val, help="training volumes from validation subjects")
     p.add_argument("--n-heldout", type=int, default=d.n_heldout)
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage1-iterations", type=int, default=d.stage1_iterations, help="stage-1 iterations per epoch")
@@ -91,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--until", choices=["data", "train", "all"], default="all")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    s = DemoSettings(work=args.work, out=args.out, n_train=args.n_train, n_heldout=args.n_heldout,
+    s = DemoSettings(work=args.work, out=args.out, labelmaps=None if args.phantoms else args.labelmaps,
+                     n_train=args.n_train, n_val=args.n_val, n_heldout=args.n_heldout,
                      stage1_epochs=args.stage1_epochs, stage1_iterations=args.stage1_iterations,
                      stage2_epochs=args.stage2_epochs, stage2_iterations=args.stage2_iterations,
                      trainers=tuple(args.trainers))

@@ -43,6 +43,7 @@ from pdac.lab.anatomy import (
     VESSELS,
     Organ,
 )
+from pdac.lab.cases import draw_direction, make_layout, write_case
 from pdac.labels import Label
 
 log = logging.getLogger(__name__)
@@ -77,27 +78,6 @@ class PhantomTruth:
     direction: list[float] = field(default_factory=list)
 
 
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
-def _direction(rng: np.random.Generator, orientation: str) -> np.ndarray:
-    if orientation == "random":
-        orientation = str(rng.choice(["identity", "identity", "flipped", "oblique"]))
-    if orientation == "identity":
-        return np.eye(3)
-    signs = rng.choice([-1.0, 1.0], size=3)
-    if orientation == "flipped":
-        if signs.min() > 0:
-            signs[int(rng.integers(3))] = -1.0
-        return np.diag(signs)
-    if orientation == "oblique":
-        return _rotation(rng.normal(size=3), np.deg2rad(rng.uniform(8, 25))) @ np.diag(signs)
-    raise ValueError(f"unknown orientation {orientation!r}")
-
-
 def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, orient_rng: np.random.Generator):
     """Spacing (x, y, z), size (x, y, z) and direction of the scan. The direction has its own random
     stream, so a seed gives the same anatomy whatever the orientation."""
@@ -117,7 +97,7 @@ def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, o
         sp_z = rng.uniform(0.6, 1.0)
     else:
         raise ValueError(f"unknown phantom size {spec.size!r} (small, full or large)")
-    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), _direction(orient_rng, spec.orientation)
+    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), draw_direction(orient_rng, spec.orientation)
 
 
 class _Canvas:
@@ -533,16 +513,12 @@ def _case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _write_case(job) -> dict:
     out, case, seed_seq, spec, preview = job
     image, label, truth = make_phantom(seed_seq, spec, case)
-    sitk.WriteImage(image, str(out / "imagesTr" / f"{case}_0000.nii.gz"), useCompression=True)
-    sitk.WriteImage(label, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
+    title = None
     if preview:
-        from pdac.infer.overlay import save_label_preview
-
         what = (f"PDAC {truth.lesion_diameter_mm:.0f} mm ({truth.lesion_location})" if truth.lesion_present
                 else "no PDAC")
-        negs = ", ".join(truth.hard_negatives) or "none"
-        save_label_preview(image, label, out / "previews" / f"{case}.png",
-                           f"{case} (synthetic): {what}; hard negatives: {negs}")
+        title = f"{case} (synthetic): {what}; hard negatives: {', '.join(truth.hard_negatives) or 'none'}"
+    write_case(out, case, image, label, title)
     return asdict(truth)
 
 
@@ -551,9 +527,7 @@ def generate_dataset(out: Path, n: int, seed: int, spec: PhantomSpec = PhantomSp
     """Write `n` phantoms in PANORAMA/nnU-Net layout plus `truth.json`; deterministic per seed.
 
     Exactly round(n * positive_fraction) cases carry a lesion, in a seed-determined order."""
-    out = Path(out)
-    for sub in ("imagesTr", "labelsTr"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = make_layout(out)
     order = np.random.default_rng([int(seed), 10**6]).permutation(n)
     n_pos = int(round(n * positive_fraction))
     jobs = []

@@ -78,6 +78,10 @@ class WorkflowSettings:
     training_seed: int = 12345  # seeds Python, numpy and torch before each training
     workers: int = 2
     device: str = "cpu"  # for training
+    # Synthetic CT painted from real label maps (pdac.lab.synth) instead of procedural phantoms: the folder of
+    # label maps, and how many training volumes come from validation subjects (fold 0's validation set).
+    labelmaps: Path | None = None
+    n_val: int = 12
 
     @property
     def raw(self) -> Path:
@@ -130,8 +134,10 @@ def results_folder(folder: Path) -> Iterator[None]:
 
 
 def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
-    """The training and held-out phantom sets (skipped when written); returns their folders. Refuses a work
-    folder whose phantoms were drawn from another spec: resuming would train and score on the wrong ones."""
+    """The training and held-out sets (skipped when written); returns their folders. Refuses a work folder whose
+    sets were drawn from another spec or generator: resuming would train and score on the wrong ones."""
+    if s.labelmaps is not None:
+        return _make_from_labelmaps(s)
     from pdac.lab.phantom import generate_dataset
 
     folders = []
@@ -145,6 +151,38 @@ def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
             raise UsageError(f"{s.work} holds phantoms from a different benchmark ({truth}); use a new --work")
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def _make_from_labelmaps(s: WorkflowSettings) -> tuple[Path, Path]:
+    """Training (train + validation subjects) and held-out (test subjects) sets from real label maps."""
+    from pdac.lab.synth.dataset import generate_from_labelmaps, load_library
+
+    plans = ((s.train, {"train": s.train.n, "val": s.n_val}), (s.heldout, {"test": s.heldout.n}))
+    library = None
+    for phantoms, plan in plans:
+        folder = s.work / phantoms.folder
+        truth = folder / "truth.json"
+        if truth.exists():
+            if json.loads(truth.read_text()).get("generator") != "labelmaps":
+                raise UsageError(f"{s.work} holds procedural phantoms ({truth}); use a new --work")
+            continue
+        library = library or load_library(s.labelmaps, workers=s.workers)
+        generate_from_labelmaps(folder, library, plan, phantoms.seed, previews=phantoms.previews,
+                                workers=s.workers, prefix=s.case_prefix)
+    return s.work / s.train.folder, s.work / s.heldout.folder
+
+
+def write_subject_splits(s: WorkflowSettings) -> None:
+    """Fold 0 = training subjects vs validation subjects (never volumes of one patient on both sides), as
+    nnU-Net's splits_final.json in stage 2's preprocessed folder; only for sets made from label maps."""
+    truth = s.work / s.train.folder / "truth.json"
+    folder = _preprocessed_folder(s, 2)
+    if s.labelmaps is None or folder is None or not truth.exists():
+        return
+    cases = json.loads(truth.read_text())["cases"]
+    split = {"train": sorted(c["case"] for c in cases if c["split"] == "train"),
+             "val": sorted(c["case"] for c in cases if c["split"] == "val")}
+    (folder / "splits_final.json").write_text(json.dumps([split], indent=1))
 
 
 def prepare_datasets(s: WorkflowSettings, images: Path, labels: Path) -> None:
@@ -180,6 +218,7 @@ def make_plans(s: WorkflowSettings) -> None:
         source = training.plan(s.dataset_id(stage), planner)
         training.tiny_plans(_preprocessed_folder(s, stage), source, s.plans(stage), patch_size=patch)
         training.preprocess(s.dataset_id(stage), s.plans(stage))
+    write_subject_splits(s)
 
 
 def model_folder(s: WorkflowSettings, stage: int, trainer: str, results: Path | None = None) -> Path | None:
