@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from pdac.errors import Interrupted, PdacError, UsageError
+from pdac.lab.commands import add_real_scan_parser, add_synth_parser
 
 log = logging.getLogger("pdac")
 
@@ -416,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_detect_parser(sub)
     add_merge_parser(sub)
     add_phantom_parser(sub)
+    add_synth_parser(sub)
     add_prepare_parser(sub)
     add_plan_parser(sub)
     add_train_parser(sub)
@@ -425,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_parser(sub)
     add_manifest_parser(sub)
     add_trainers_path_parser(sub)
+    add_real_scan_parser(sub)
     return p
 
 

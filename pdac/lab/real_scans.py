@@ -78,33 +78,51 @@ def measure(pipeline, case: RealScan) -> RealScanResult:
     cfg = pipeline.config
     low, mask = segment_pancreas(pipeline.pancreas_model, scan, cfg.stage1.spacing_mm)
     check = assess_pancreas(scan, low, mask, cfg.plausibility, case.name)
-    reference_image = sitk.ReadImage(str(case.reference))
+    try:
+        reference_image = sitk.ReadImage(str(case.reference))
+    except RuntimeError as e:
+        raise InputError(f"{case.reference}: not a readable label map ({str(e).strip().splitlines()[-1]})") from e
     reference = np.rint(sitk.GetArrayFromImage(reference_image)) == case.pancreas_value
+    if not reference.any():
+        raise InputError(f"{case.reference}: no voxel has the pancreas value {case.pancreas_value}")
+    scores = score(mask, low, scan, reference, reference_image, cfg.crop.margins_mm)
+    return RealScanResult(case.name, **scores, plausible=check.plausible, plausibility_reasons=list(check.reasons))
+
+
+def score(mask: np.ndarray, mask_grid: sitk.Image, scan: sitk.Image, reference: np.ndarray,
+          reference_grid: sitk.Image, margins_mm) -> dict:
+    """Dice on the reference's grid, centroid distance (mm), and whether the stage-2 crop that `mask` gives
+    on `scan` holds every reference voxel."""
     mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    mask_image.CopyInformation(low)
-    on_ref = sitk.GetArrayFromImage(sitk.Resample(mask_image, reference_image, sitk.Transform(),
+    mask_image.CopyInformation(mask_grid)
+    on_ref = sitk.GetArrayFromImage(sitk.Resample(mask_image, reference_grid, sitk.Transform(),
                                                   sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     both = float(reference.sum() + on_ref.sum())
     dice = 2.0 * float((reference & on_ref).sum()) / both if both else 0.0
-    c_ref, c_pred = _centroid_mm(reference, reference_image), _centroid_mm(mask, low)
-    region = crop_region_around_mask(mask, low, scan, cfg.crop.margins_mm)
+    c_ref, c_pred = _centroid_mm(reference, reference_grid), _centroid_mm(mask, mask_grid)
+    region = crop_region_around_mask(mask, mask_grid, scan, margins_mm)
     contains = False
     if region is not None:
         a, origin = index_to_world_matrix(scan)
-        idx = np.linalg.solve(a, (_points_mm(reference, reference_image) - origin).T).T
+        idx = np.linalg.solve(a, (_points_mm(reference, reference_grid) - origin).T).T
         lo, hi = np.asarray(region.start) - 0.5, np.asarray(region.start) + np.asarray(region.size) - 0.5
         contains = bool(np.all((idx >= lo) & (idx <= hi)))
-    ml_ref = float(reference.sum()) * float(np.prod(reference_image.GetSpacing())) / 1000
-    ml_pred = float(mask.sum()) * float(np.prod(low.GetSpacing())) / 1000
-    return RealScanResult(case.name, round(dice, 3),
-                          None if c_ref is None or c_pred is None else round(float(np.linalg.norm(c_ref - c_pred)), 1),
-                          contains, round(ml_ref, 1), round(ml_pred, 1), check.plausible, list(check.reasons))
+    return {"dice": round(dice, 3),
+            "centroid_distance_mm": None if c_ref is None or c_pred is None
+            else round(float(np.linalg.norm(c_ref - c_pred)), 1),
+            "crop_contains_reference": contains,
+            "reference_ml": round(float(reference.sum()) * float(np.prod(reference_grid.GetSpacing())) / 1000, 1),
+            "stage1_ml": round(float(mask.sum()) * float(np.prod(mask_grid.GetSpacing())) / 1000, 1)}
 
 
 def run(weights: str | None = None, cases: tuple[RealScan, ...] = BUNDLED, json_out: Path | None = None) -> list[dict]:
     from pdac.config import load_config
     from pdac.infer.pipeline import Pipeline
 
+    for case in cases:  # before the models load
+        for path in (case.scan, case.reference):
+            if not path.exists():
+                raise InputError(f"{path}: no such file or folder")
     pipeline = Pipeline(load_config(), weights=weights)
     results = [asdict(measure(pipeline, case)) for case in cases]
     for r in results:

@@ -32,6 +32,8 @@ STAGE2_PLANNER, STAGE2_PLANS = "nnUNetPlannerResEncM", "nnUNetResEncTinyPlans"
 STAGE2_PATCH = (24, 48, 96)
 CONFIGURATION = "3d_fullres"
 FINAL = "checkpoint_final.pth"
+# Written beside a finished fold: its epoch budget, so that raising the budget continues the run (nnU-Net --c).
+BUDGET_RECORD = "training_budget.json"
 
 
 @dataclass(frozen=True)
@@ -241,27 +243,48 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
     from pdac.train import training
 
     results = results or s.results
-    done = model_folder(s, stage, trainer, results)
-    if done is not None and (done / f"fold_{fold}" / FINAL).exists():
-        log.info("already trained: %s", done / f"fold_{fold}")
-        return Trained(done, None)
     budget = budget or s.budget(stage)
+    done = model_folder(s, stage, trainer, results)
+    extend = False
+    if done is not None and (done / f"fold_{fold}" / FINAL).exists():
+        trained_epochs = _trained_epochs(done / f"fold_{fold}", budget)
+        if trained_epochs is None or trained_epochs >= budget.epochs:
+            log.info("already trained: %s", done / f"fold_{fold}")
+            return Trained(done, None)
+        log.info("continuing %s from epoch %d to %d (the budget was raised)", done / f"fold_{fold}",
+                 trained_epochs, budget.epochs)
+        extend = True
     t0 = time.time()
     training.seed_everything(s.training_seed if seed is None else seed)
     with results_folder(results):
         fold_dir = training.train(str(s.dataset_id(stage)), fold, trainer, s.plans(stage), configuration=CONFIGURATION,
                                   epochs=budget.epochs, iterations=budget.iterations,
                                   val_iterations=budget.val_iterations, snapshot_every=budget.snapshot_every,
-                                  device=s.device, validate=False)
+                                  device=s.device, validate=False, continue_training=extend)
+    history = json.loads((fold_dir / BUDGET_RECORD).read_text())["history"] if extend else []
+    (fold_dir / BUDGET_RECORD).write_text(json.dumps(
+        {"epochs": budget.epochs, "iterations": budget.iterations,
+         "history": history + [{"epochs": budget.epochs, "seconds": round(time.time() - t0)}]}, indent=1) + "\n")
     seconds = time.time() - t0
     log.info("trained %s fold %s in %.0f s", trainer, fold, seconds)
     return Trained(fold_dir.parent, seconds)
 
 
+def _trained_epochs(fold_dir: Path, budget: Budget) -> int | None:
+    """Epochs a finished fold was trained for, from its budget record; None (treat as done) without a record
+    or when the iterations per epoch differ (a raised epoch budget continues a run, anything else does not)."""
+    record = fold_dir / BUDGET_RECORD
+    if not record.exists():
+        return None
+    done = json.loads(record.read_text())
+    return int(done["epochs"]) if int(done["iterations"]) == budget.iterations else None
+
+
 def record_seconds(path: Path, key: str, seconds: float) -> dict:
-    """Add one step's wall time to a JSON file of timings (kept in the work folder across resumed runs)."""
+    """Add one step's wall time to a JSON file of timings (kept in the work folder across resumed runs; a
+    continued training adds to its earlier time)."""
     timings = json.loads(path.read_text()) if path.exists() else {}
-    timings[key] = round(seconds)
+    timings[key] = timings.get(key, 0) + round(seconds)
     path.write_text(json.dumps(timings, indent=1) + "\n")
     return timings
 
