@@ -43,6 +43,7 @@ class DemoSettings:
     stage2_epochs: int = 150
     stage2_iterations: int = 30
     trainers: tuple[str, ...] = field(default=CANDIDATE_TRAINERS)
+    stage2_init: Path | None = None  # a weights folder whose lesion model stage 2 starts from
 
     def budget(self) -> dict:
         return {"stage1_epochs": self.stage1_epochs, "stage1_iterations": self.stage1_iterations,
@@ -61,7 +62,7 @@ class DemoSettings:
             labelmaps=self.labelmaps, n_val=self.n_val, case_prefix="lm" if self.labelmaps else "ph",
             stage1_budget=budget(self.stage1_epochs, self.stage1_iterations),
             stage2_budget=budget(self.stage2_epochs, self.stage2_iterations),
-            training_seed=self.training_seed)
+            training_seed=self.training_seed, stage2_init=self.stage2_init)
 
 
 def data_and_plans(ws: WorkflowSettings) -> None:
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--stage2-iterations", type=int, default=d.stage2_iterations, help="stage-2 iterations per epoch")
     p.add_argument("--trainers", nargs="+", default=list(d.trainers))
+    p.add_argument("--stage2-init", type=Path, help="start stage 2 from this weights folder's lesion model "
+                   "(checked against its manifest), e.g. phantom-trained weights")
     p.add_argument("--until", choices=["data", "train", "all"], default="all")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
                      n_train=args.n_train, n_val=args.n_val, n_heldout=args.n_heldout,
                      stage1_epochs=args.stage1_epochs, stage1_iterations=args.stage1_iterations,
                      stage2_epochs=args.stage2_epochs, stage2_iterations=args.stage2_iterations,
-                     trainers=tuple(args.trainers))
+                     trainers=tuple(args.trainers), stage2_init=args.stage2_init)
     ws = s.workflow()
     data_and_plans(ws)
     if args.until == "data":

@@ -84,6 +84,9 @@ class WorkflowSettings:
     # label maps, and how many training volumes come from validation subjects (fold 0's validation set).
     labelmaps: Path | None = None
     n_val: int = 12
+    # Stage 2 starts from the lesion model of this weights folder (verified against its manifest) instead of
+    # random weights: a curriculum from easy procedural phantoms to painted real anatomy.
+    stage2_init: Path | None = None
 
     @property
     def raw(self) -> Path:
@@ -254,13 +257,15 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
         log.info("continuing %s from epoch %d to %d (the budget was raised)", done / f"fold_{fold}",
                  trained_epochs, budget.epochs)
         extend = True
+    init = init_checkpoint(s) if stage == 2 and not extend else None
     t0 = time.time()
     training.seed_everything(s.training_seed if seed is None else seed)
     with results_folder(results):
         fold_dir = training.train(str(s.dataset_id(stage)), fold, trainer, s.plans(stage), configuration=CONFIGURATION,
                                   epochs=budget.epochs, iterations=budget.iterations,
                                   val_iterations=budget.val_iterations, snapshot_every=budget.snapshot_every,
-                                  device=s.device, validate=False, continue_training=extend)
+                                  device=s.device, validate=False, continue_training=extend,
+                                  pretrained=None if init is None else str(init))
     history = json.loads((fold_dir / BUDGET_RECORD).read_text())["history"] if extend else []
     (fold_dir / BUDGET_RECORD).write_text(json.dumps(
         {"epochs": budget.epochs, "iterations": budget.iterations,
@@ -268,6 +273,28 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
     seconds = time.time() - t0
     log.info("trained %s fold %s in %.0f s", trainer, fold, seconds)
     return Trained(fold_dir.parent, seconds)
+
+
+INIT_PREFERENCE = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
+
+
+def init_checkpoint(s: WorkflowSettings) -> Path | None:
+    """The lesion checkpoint of `s.stage2_init` (a weights folder), checked against its manifest and copied into
+    the work folder from the verified bytes (nnU-Net then loads that copy); None without one."""
+    if s.stage2_init is None:
+        return None
+    from pdac.infer.weights import verify_weights
+
+    verified = verify_weights(s.stage2_init)
+    lesion = verified.model("lesion")
+    name = next((f"{fold}/{c}" for c in INIT_PREFERENCE for fold in sorted({n.split("/")[0] for n in lesion.names})
+                 if f"{fold}/{c}" in lesion.names), None)
+    if name is None:
+        raise UsageError(f"{s.stage2_init}: no lesion checkpoint ({' or '.join(INIT_PREFERENCE)}) to start from")
+    copy = s.work / "stage2_init.pth"
+    copy.write_bytes(lesion.read_bytes(name))
+    log.info("stage 2 starts from %s", s.stage2_init / "lesion" / name)
+    return copy
 
 
 def _trained_epochs(fold_dir: Path, budget: Budget) -> int | None:

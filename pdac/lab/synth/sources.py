@@ -148,7 +148,7 @@ def _read_header_checked(path: Path) -> sitk.ImageFileReader:
         raise InputError(f"{path}: {'x'.join(map(str, size))} voxels exceeds the limit of {MAX_MAP_VOXELS:,}")
     spacing, direction = np.asarray(reader.GetSpacing()), np.asarray(reader.GetDirection()).reshape(3, 3)
     if not (np.all(np.isfinite(spacing)) and spacing.min() > 0.05 and spacing.max() < 20):
-        raise InputError(f"{path}: implausible voxel spacing {tuple(np.round(spacing, 4))} mm")
+        raise InputError(f"{path}: implausible voxel spacing {tuple(float(v) for v in np.round(spacing, 4))} mm")
     if not np.all(np.isfinite(reader.GetOrigin())) or abs(np.linalg.det(direction)) < 0.9:
         raise InputError(f"{path}: invalid origin or direction in the header")
     return reader

@@ -15,6 +15,11 @@ Where the ranges come from (typical adult values; HU at 100-120 kVp):
   gland) and textbook unenhanced values (liver 50-65, spleen 40-50, muscle 40-60, fat -120 to -80, fluid
   0-20 HU).
 - delayed (~3-5 min): washout towards unenhanced values, urine contrast in the bladder.
+
+Caveat, recorded in docs/synthetic-data.md: the first draft of these ranges also looked at the HU that
+TotalSegmentator's masks give on the two bundled real scans (the non-contrast pancreas range reaches down to a
+fatty gland's values). Those scans are the real-scan benchmark (`pdac real-scan`), so that benchmark is not blind
+to intensities; anatomy, positions and shapes never saw those scans or their masks.
 """
 
 from __future__ import annotations
