@@ -80,7 +80,8 @@ def select_and_export(ws: WorkflowSettings, out: Path, stage1_trainer: str, trai
     timings = ws.work / "training_seconds.json"
     summary = {"synthetic": True, "selected_trainer": best, "stage1_trainer": stage1_trainer,
                "candidates": candidates, "heldout_seed": ws.heldout.seed, "train_seed": ws.train.seed,
-               "data": training_data(ws), "real_scans": real_scan_numbers(out),
+               "data": training_data(ws), "stage2_init": init_description(ws),
+               "real_scans": real_scan_numbers(out),
                "budget": budget or {}, "training_seconds": json.loads(timings.read_text()) if timings.exists() else {},
                "config": dataclasses.asdict(config)}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -113,6 +114,14 @@ def training_data(ws: WorkflowSettings) -> dict:
             "test_patients": patients["test"], "skipped_maps": train.get("skipped", [])}
 
 
+def init_description(ws: WorkflowSettings) -> str | None:
+    """Which lesion model stage 2 started from, by its model card (name, version, what it was trained on)."""
+    if ws.stage2_init is None:
+        return None
+    card = json.loads((ws.stage2_init / "model.json").read_text())
+    return f"{card['name']} {card['version']} ({card['trained_on'].split(';')[0]})"
+
+
 def real_scan_numbers(weights: Path) -> list[dict]:
     """Stage 1 of the exported weights on the bundled real scans (pdac.lab.real_scans), for the record."""
     from pdac.lab.real_scans import run
@@ -130,9 +139,11 @@ def demo_model_card(summary: dict, version: str) -> dict:
         "version": version,
         "synthetic": True,
         "trained_on": (f"{describe_data(summary)}; stage 1 {summary['stage1_trainer']} fold all,"
-                       f" {budget.get('stage1_epochs', '?')} epochs x "
+                       f" {_epochs(budget)} epochs x "
                        f"{budget.get('stage1_iterations', '?')} iterations; stage 2 {best} fold 0, "
-                       f"{budget.get('stage2_epochs', '?')} x {budget.get('stage2_iterations', '?')}"),
+                       f"{budget.get('stage2_epochs', '?')} x {budget.get('stage2_iterations', '?')}"
+                       + (f", starting from the lesion model of {summary['stage2_init']}"
+                          if summary.get("stage2_init") else "")),
         "heldout_metrics": {
             "data": (f"{h['cases']} synthetic volumes of held-out seed {summary['heldout_seed']} "
                      f"({h['positives']} with PDAC){heldout_from(summary)}; full pipeline, default configuration, "
@@ -147,6 +158,12 @@ def demo_model_card(summary: dict, version: str) -> dict:
                          "results are not meaningful on patient scans; not a medical device"),
         "license": weights_licence(summary),
     }
+
+
+def _epochs(budget: dict) -> str:
+    """Stage 1's epochs, with the budgets it was continued through ("60, continued to 90")."""
+    schedule = budget.get("stage1_schedule") or [budget.get("stage1_epochs", "?")]
+    return ", continued to ".join(str(e) for e in schedule)
 
 
 def describe_data(summary: dict) -> str:
@@ -205,8 +222,11 @@ pseudo-Dice 0.88 in one run and 0.00 in the next."""
         choice = (f"With stage-2 mirroring TTA on (the default on CUDA), the same held-out phantoms give AUROC "
                   f"{extra['auroc']:.3f}, AP {extra['ap']:.3f}.\n\n") + choice
     b = summary.get("budget") or {}
-    budget = (f"Budget: stage 1 {b['stage1_epochs']} epochs x {b['stage1_iterations']} iterations, stage 2 "
+    budget = (f"Budget: stage 1 {_epochs(b)} epochs x {b['stage1_iterations']} iterations, stage 2 "
               f"{b['stage2_epochs']} epochs x {b['stage2_iterations']} iterations" if b else "")
+    if summary.get("stage2_init"):
+        budget += (f". Stage 2 started from the lesion model of {summary['stage2_init']} instead of random weights "
+                   "(from random weights, 150 epochs on these volumes never found the lesion class)")
     secs = summary.get("training_seconds") or {}
     if secs:
         budget += " (measured training time on this machine: " + ", ".join(
