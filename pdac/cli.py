@@ -74,7 +74,9 @@ def add_detect_parser(sub) -> None:
     d.add_argument("-o", "--output", required=True, help="output folder")
     d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
     d.add_argument("--report", action="store_true",
-                   help="also write report.html: one self-contained page with every case (written on Ctrl-C too)")
+                   help="also write report.html: one self-contained page with every case (written on Ctrl-C too), "
+                   "and a viewer page per case, cases/<case>.html (three planes, the lesion list; up to 10 MB each)")
+    d.add_argument("--no-viewer", action="store_true", help="with --report: no cases/<case>.html viewer pages")
     d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
     add_pipeline_options(d)
     d.set_defaults(func=cmd_detect)
@@ -89,7 +91,7 @@ def cmd_detect(args) -> int:
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
-                        report=args.report)
+                        report=args.report, viewer=not args.no_viewer)
 
 
 def add_merge_parser(sub) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 
-from pdac.infer.html_page import png_data_uri, render
+from pdac.html.page import png_data_uri, render
 
 PLOT_TITLES = {"roc": "Patient ROC", "pr": "Lesion precision-recall", "froc": "Lesion FROC"}
 
