@@ -258,6 +258,9 @@ def add_evaluate_parser(sub) -> None:
                     help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
                     "default: each map's maximum")
     ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("--scans", metavar="DIR", help="the scans (<case>_0000.mha, <case>.nii.gz, DICOM series...): "
+                    "also write a viewer page per case, cases/<case>.html (reference label and detection maps over "
+                    "the scan), linked from report.html")
     ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -268,9 +271,10 @@ def cmd_evaluate(args) -> int:
     from pdac.evaluation.run import run_evaluation
 
     report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
-                            names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)
+                            names=args.names, n_bootstrap=args.bootstrap, seed=args.seed, scan_dir=args.scans)
     print(report.summary)
-    print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png)")
+    pages = ", cases/<case>.html" if args.scans else ""
+    print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png{pages})")
     return 0
 
 

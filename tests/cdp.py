@@ -112,6 +112,12 @@ class Browser:
             self.call(f"{domain}.enable")
         self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
                                                          "mobile": False})
+        self.navigate(url)
+
+    def navigate(self, url: str) -> None:
+        """Load `url` in the tab (waits for the load event); the logs and requests collected so far are dropped."""
+        self.drain()
+        self.events.clear()
         self.call("Page.navigate", {"url": url})
         self.wait_for("Page.loadEventFired")
 

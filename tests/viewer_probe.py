@@ -35,8 +35,25 @@ class ViewerSession:
             self.browser.close()
             raise
 
+    def goto(self, page: Path) -> None:
+        """Open another page in the same browser (and wait for its viewer)."""
+        self.url = Path(page).resolve().as_uri()
+        self.browser.navigate(self.url)
+        self.js("window.pdacViewer.ready.then(() => true)")
+
     def close(self) -> None:
         self.browser.close()
+
+    def screenshot(self, png: Path, width: int = 1280) -> Path:
+        """The whole page as a PNG file."""
+        from PIL import Image
+
+        height = int(self.js("document.documentElement.scrollHeight"))
+        self.browser.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                                 "deviceScaleFactor": 1, "mobile": False})
+        self.js("new Promise(r => requestAnimationFrame(() => { pdacViewer.nv.drawScene(); r(true); }))")
+        Image.fromarray(self.browser.screenshot()).save(png)
+        return png
 
     def js(self, expression: str):
         return self.browser.evaluate(expression)
