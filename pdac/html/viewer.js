@@ -65,9 +65,14 @@
     nv.updateGLVolume();
   }
 
+  // NiiVue draws an oblique scan along its own voxel axes (as the PNG overlays do) and then its "mm" are those of
+  // the nearest orthogonal grid; the true world position goes through the scan's full affine (isSliceMM true).
+  const worldToFrac = ras => nv.mm2frac(ras, 0, true);
+  const fracToWorld = frac => Array.from(nv.frac2mm(frac, 0, true)).slice(0, 3);
+
   function goTo(i) {
     const finding = data.findings[i];
-    nv.scene.crosshairPos = nv.mm2frac(finding.ras);
+    nv.scene.crosshairPos = worldToFrac(finding.ras);
     nv.createOnLocationChange();
     nv.drawScene();
     for (const row of document.querySelectorAll("#findings tr[data-finding]")) {
@@ -76,7 +81,7 @@
   }
 
   function showLocation(location) {
-    const ras = location.mm;
+    const ras = fracToWorld(nv.scene.crosshairPos);
     const lps = [-ras[0], -ras[1], ras[2]].map(v => v.toFixed(1)).join(" ");
     const hu = location.values && location.values.length ? location.values[0].value : NaN;
     document.getElementById("location").textContent =
@@ -161,5 +166,5 @@
     setStatus(`The viewer could not start: ${error.message || error}`);
     throw error;
   });
-  window.pdacViewer = {nv, data, ready, goTo, plane: () => plane};
+  window.pdacViewer = {nv, data, ready, goTo, plane: () => plane, world: () => fracToWorld(nv.scene.crosshairPos)};
 })();

@@ -77,6 +77,10 @@ class PageStats:
     over_budget: bool
 
 
+class PageTooLarge(ValueError):
+    """The page would break its size budget even on the coarsest grid tried."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CasePage:
     html: str
@@ -109,11 +113,11 @@ def _rgb(colour: str) -> list[int]:
 
 def _budgeted_volumes(scan: sitk.Image, box: vol.Box, overlays: Sequence[Overlay], budget_bytes: int,
                       fixed_bytes: int):
-    """(grid, factors, {id: .nii.gz bytes}) for the largest grid whose page fits the budget (four tries; the
-    last one is kept even if it is still too large)."""
+    """(grid, factors, {id: .nii.gz bytes}) for the largest grid whose page fits the budget (up to six tries, each
+    coarser than the last; the last one is returned even if it is still too large: `case_page` refuses it)."""
     max_voxels = MAX_VOXELS
     factors: tuple[int, int, int] | None = None
-    for _ in range(4):
+    for _ in range(6):
         new = vol.shrink_factors(scan.GetSpacing(), box.size, max_voxels)
         if factors is not None and new == factors:
             break  # cannot get any coarser
@@ -197,8 +201,9 @@ def case_page(case: str, scan: sitk.Image, *, heading: str, region: str, box: vo
                       spacing_mm=spacing, factors=factors, box=box, volume_bytes=sizes,
                       over_budget=size > budget_bytes)
     if stats.over_budget:
-        log.warning("%s: the viewer page is %.1f MB, over its budget of %.1f MB", case, size / 1e6,
-                    budget_bytes / 1e6)
+        raise PageTooLarge(f"the viewer page would be {size / 1e6:.1f} MB even on a {'x'.join(map(str, factors))} "
+                           f"coarser grid ({'x'.join(map(str, stats.grid_size))} voxels), over its budget of "
+                           f"{budget_bytes / 1e6:.1f} MB: no page written")
     return CasePage(html, stats)
 
 

@@ -88,8 +88,10 @@ def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> bool:
 
 def ct_grid(scan: sitk.Image, box: Box, factors: Sequence[int]) -> sitk.Image:
     """The box of the scan, averaged over blocks of `factors` (x, y, z) voxels: float32 on the viewer grid."""
-    roi = sitk.RegionOfInterest(sitk.Cast(scan, sitk.sitkFloat32), list(box.size), list(box.start))
-    return sitk.BinShrink(roi, [int(f) for f in factors]) if any(f > 1 for f in factors) else roi
+    roi = sitk.RegionOfInterest(scan, list(box.size), list(box.start))
+    if any(f > 1 for f in factors):  # averaged in the scan's own type (integer HU stay integer: rounded)
+        roi = sitk.BinShrink(roi, [int(f) for f in factors])
+    return sitk.Cast(roi, sitk.sitkFloat32)
 
 
 def _blocks(array_zyx: np.ndarray, factors_xyz: Sequence[int]) -> np.ndarray:
