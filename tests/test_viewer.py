@@ -314,11 +314,7 @@ def test_detect_report_and_evaluate_link_their_viewer_pages(tmp_path):
         assert (out / page_name(case)).stat().st_size < 10_000_000
     assert table_rows(report)["cases"]
     evaluation = tmp_path / "evaluation"
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    for case in names:
-        shutil.copy(out / f"{case}_detection_map.mha", maps / f"{case}.mha")
-    result = pdac("evaluate", "--detections", str(maps), "--labels", str(labels), "-o", str(evaluation),
+    result = pdac("evaluate", "--detections", str(out), "--labels", str(labels), "-o", str(evaluation),
                   "--scans", str(scans), "--bootstrap", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert all((evaluation / page_name(case)).is_file() for case in names)
