@@ -212,11 +212,11 @@ TEMPLATE = """{% extends "page.html" %}
 {% block head %}
 <style>
 .viewer { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
-.views { flex: 1 1 720px; min-width: 480px; }
+.views { flex: 1 1 680px; min-width: 480px; }
 #gl-box { width: 100%; height: 560px; }
 #gl { display: block; background: #000; outline: none; }
 #gl:focus-visible { outline: 2px solid #0b5cad; }
-.panel { flex: 0 1 380px; }
+.panel { flex: 1 1 380px; max-width: 560px; min-width: 0; overflow-x: auto; }
 .panel h3 { margin-top: .2rem; }
 .panel label { display: inline-block; margin: .15rem 0; }
 .panel input[type=number] { width: 5em; }
