@@ -75,7 +75,9 @@ def add_detect_parser(sub) -> None:
     d.add_argument("-o", "--output", required=True, help="output folder")
     d.add_argument("--overlays", action="store_true", help="also write PNG views through the top lesion")
     d.add_argument("--report", action="store_true",
-                   help="also write report.html: one self-contained page with every case (written on Ctrl-C too)")
+                   help="also write report.html: one self-contained page with every case (written on Ctrl-C too), "
+                   "and a viewer page per case, cases/<case>.html (three planes, the lesion list; up to 10 MB each)")
+    d.add_argument("--no-viewer", action="store_true", help="with --report: no cases/<case>.html viewer pages")
     d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
     add_pipeline_options(d)
     d.set_defaults(func=cmd_detect)
@@ -90,7 +92,7 @@ def cmd_detect(args) -> int:
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
-                        report=args.report)
+                        report=args.report, viewer=not args.no_viewer)
 
 
 def add_merge_parser(sub) -> None:
@@ -257,6 +259,9 @@ def add_evaluate_parser(sub) -> None:
                     help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
                     "default: each map's maximum")
     ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("--scans", metavar="DIR", help="the scans (<case>_0000.mha, <case>.nii.gz, DICOM series...): "
+                    "also write a viewer page per case, cases/<case>.html (reference label and detection maps over "
+                    "the scan), linked from report.html")
     ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -267,9 +272,10 @@ def cmd_evaluate(args) -> int:
     from pdac.evaluation.run import run_evaluation
 
     report = run_evaluation(args.detections, args.labels, Path(args.output), likelihood_files=args.likelihoods,
-                            names=args.names, n_bootstrap=args.bootstrap, seed=args.seed)
+                            names=args.names, n_bootstrap=args.bootstrap, seed=args.seed, scan_dir=args.scans)
     print(report.summary)
-    print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png)")
+    pages = ", cases/<case>.html" if args.scans else ""
+    print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png{pages})")
     return 0
 
 

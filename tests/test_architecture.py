@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer).
+"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer ->
+html -> shared; html holds the HTML pages that infer and evaluation both make).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
 
@@ -13,11 +14,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pdac"
 # Which rooms each room may import from (besides itself).
 ALLOWED = {
     "shared": set(),  # config, labels, errors
-    "infer": {"shared"},
-    "train": {"shared", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
-    "evaluation": {"shared", "infer"},
-    "lab": {"shared", "infer", "train", "evaluation"},
-    "cli": {"shared", "infer", "train", "evaluation", "lab"},
+    "html": {"shared"},  # page skeleton and case viewer: below both of its users, speaks images and numbers
+    "infer": {"shared", "html"},
+    "train": {"shared", "html", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
+    "evaluation": {"shared", "html", "infer"},
+    "lab": {"shared", "html", "infer", "train", "evaluation"},
+    "cli": {"shared", "html", "infer", "train", "evaluation", "lab"},
 }
 
 
@@ -106,3 +108,5 @@ def test_the_graph_is_real(graph):
     assert "pdac.infer.models" in graph["pdac.infer.pipeline"]
     assert room("pdac.infer.pipeline") == "infer" and room("pdac.config") == "shared"
     assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
+    assert room("pdac.html.viewer") == "html" and "pdac.html.viewer" in graph["pdac.infer.case_viewer"]
+    assert "pdac.html.page" in graph["pdac.evaluation.html_report"]

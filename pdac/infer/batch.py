@@ -65,9 +65,11 @@ def _check_merge_target(path: Path) -> None:
 
 
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
-                 overlays: bool = False, shard: tuple[int, int] | None = None, report: bool = False) -> int:
+                 overlays: bool = False, shard: tuple[int, int] | None = None, report: bool = False,
+                 viewer: bool = True) -> int:
     """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed).
-    With `report`, report.html is written when the loop ends, however it ends (Ctrl-C included).
+    With `report`, report.html is written when the loop ends, however it ends (Ctrl-C included), and (with
+    `viewer`) each case's viewer page `cases/<case>.html` as the case finishes.
 
     A case's outputs (map, lesion list, overlay) are written as a set, all or nothing; its likelihood is
     then merged into the batch's likelihood file under a file lock, so several runs (shards) can write to
@@ -99,7 +101,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     _check_merge_target(likelihood_file)
     pipeline = Pipeline(config, weights) if scans else None
     done = 0
-    html = DetectReport(out, pipeline.weights_dir, len(scans), shard) if report and pipeline else None
+    html = DetectReport(out, pipeline.weights_dir, len(scans), shard, viewer) if report and pipeline else None
     try:
         for source in tqdm(scans, desc="detect", unit="scan"):
             case = source.case_id
@@ -139,7 +141,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                     raise
                 done += 1
                 if html:
-                    html.add(case, scan, result.detection_map, record)
+                    html.add(case, scan, result.detection_map, record, result.pancreas_mask)
                 log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s), peak memory %.2f GB", case,
                          result.likelihood, len(result.lesions), time.perf_counter() - t0,
                          ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()), peak_memory_gb())

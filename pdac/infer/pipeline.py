@@ -48,6 +48,7 @@ class CaseResult:
     crop: Region
     seconds: dict[str, float] = field(default_factory=dict)
     pancreas: dict = field(default_factory=dict)  # stage-1 plausibility (plausibility.PancreasCheck.record())
+    pancreas_mask: sitk.Image | None = None  # stage 1's mask (uint8, on its low-resolution grid), as found
 
 
 def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
@@ -149,6 +150,7 @@ class Pipeline:
         scan = sanitize(scan, name)
         check_stage1_work(scan, cfg.stage1.spacing_mm, self.pancreas_model, cfg.limits, name)
         low_grid, pancreas_mask = segment_pancreas(self.pancreas_model, scan, cfg.stage1.spacing_mm)
+        stage1_mask = copy_geometry(pancreas_mask.astype(np.uint8), low_grid)  # for viewers, before any fallback
         lap("stage1")
         pancreas = assess_pancreas(scan, low_grid, pancreas_mask, cfg.plausibility, name)
         if pancreas.found and not pancreas.plausible and cfg.plausibility.action == "fallback":
@@ -173,4 +175,5 @@ class Pipeline:
         likelihood = float(np.clip(detection_roi.max(initial=0.0), 0.0, 1.0))
         detection_map = copy_geometry(detection, scan)
         lap("postprocess")
-        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record())
+        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record(),
+                          stage1_mask)
