@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer).
+"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer ->
+dicom).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
 
@@ -13,11 +14,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pdac"
 # Which rooms each room may import from (besides itself).
 ALLOWED = {
     "shared": set(),  # config, labels, errors
-    "infer": {"shared"},
+    "dicom": {"shared"},  # DICOM out (SEG, SR, C-STORE): speaks DICOM, knows nothing of the pipeline
+    "infer": {"shared", "dicom"},
     "train": {"shared", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
     "evaluation": {"shared", "infer"},
     "lab": {"shared", "infer", "train", "evaluation"},
-    "cli": {"shared", "infer", "train", "evaluation", "lab"},
+    "cli": {"shared", "infer", "train", "evaluation", "lab", "dicom"},
 }
 
 
@@ -106,3 +108,4 @@ def test_the_graph_is_real(graph):
     assert "pdac.infer.models" in graph["pdac.infer.pipeline"]
     assert room("pdac.infer.pipeline") == "infer" and room("pdac.config") == "shared"
     assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
+    assert room("pdac.dicom.seg") == "dicom" and "pdac.dicom.seg" in graph["pdac.dicom.outputs"]

@@ -48,6 +48,7 @@ class CaseResult:
     crop: Region
     seconds: dict[str, float] = field(default_factory=dict)
     pancreas: dict = field(default_factory=dict)  # stage-1 plausibility (plausibility.PancreasCheck.record())
+    pancreas_mask: sitk.Image | None = None  # the stage-1 mask the crop was made from (uint8, stage-1 grid)
 
 
 def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
@@ -173,4 +174,5 @@ class Pipeline:
         likelihood = float(np.clip(detection_roi.max(initial=0.0), 0.0, 1.0))
         detection_map = copy_geometry(detection, scan)
         lap("postprocess")
-        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record())
+        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record(),
+                          copy_geometry(pancreas_mask.astype(np.uint8), low_grid))
