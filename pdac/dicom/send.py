@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CALLING_AE = "PDAC"
 DEFAULT_TIMEOUT_S = 30.0
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success and the storage warnings
+MAX_FIND_RESPONSES = 100  # a C-FIND on one SOP Instance UID; more pending answers than this is a flood
+MAX_PDU = 65536  # the largest PDU we offer to receive (the archive is told in the association request)
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
 
 
@@ -100,6 +103,12 @@ def _quiet_pynetdicom() -> Iterator[None]:
         logger.setLevel(was)
 
 
+def one_line(text: object, limit: int = 200) -> str:
+    """What a peer sent (an error comment, say), safe for a one-line log: control characters replaced, and cut."""
+    clean = "".join(c if c.isprintable() else "?" for c in str(text)).strip()
+    return clean if len(clean) <= limit else clean[:limit] + "..."
+
+
 def _connect_problem(dest: Destination, timeout: float) -> str | None:
     """Why a TCP connection to the destination fails, or None when it opens."""
     try:
@@ -129,12 +138,15 @@ class _Association:
     def __init__(self, dest: Destination, sop_classes: Sequence[str], calling_ae: str, timeout: float):
         ae = AE(ae_title=check_ae_title(calling_ae, "calling AE title"))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+        ae.maximum_pdu_size = MAX_PDU
         for uid in dict.fromkeys(sop_classes):
             ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         self.dest, self.timeout = dest, timeout
+        started = time.monotonic()
         with _quiet_pynetdicom():
             self.assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+        self.waited = time.monotonic() - started
         if not self.assoc.is_established:
             raise SendError(f"DICOM send to {dest} failed: {self._why_not()}")
         accepted = {c.abstract_syntax for c in self.assoc.accepted_contexts}
@@ -149,14 +161,24 @@ class _Association:
             p = self.assoc.acceptor.primitive
             reason = p.reason_str if p is not None else "no reason given"
             return f"association rejected by the archive ({reason})"
+        refused = [pydicom.uid.UID(c.abstract_syntax).name for c in self.assoc.rejected_contexts
+                   if c.abstract_syntax != StudyRootQueryRetrieveInformationModelFind]  # optional for us
+        if refused and not self.assoc.accepted_contexts:
+            return f"the archive does not accept {', '.join(dict.fromkeys(refused))}"
         problem = _connect_problem(self.dest, self.timeout)
         if problem:
             return problem
+        if self.waited < 0.9 * self.timeout:
+            return ("the archive broke off the association request (closed the connection, aborted, or answered "
+                    "with something that is not DICOM)")
         return f"the archive did not answer the association request within {self.timeout:g} s (timeout)"
 
     def store(self, path: Path) -> tuple[str, str]:
-        with _quiet_pynetdicom():
-            status = self.assoc.send_c_store(path)
+        try:
+            with _quiet_pynetdicom():
+                status = self.assoc.send_c_store(path)
+        except (ValueError, RuntimeError, OSError, InvalidDicomError) as e:  # e.g. a transfer syntax not agreed
+            return "not sent", one_line(e)
         if not self.assoc.is_established:
             return "not sent", "association lost (aborted or timed out)"
         if not status or "Status" not in status:
@@ -164,19 +186,28 @@ class _Association:
         code = int(status.Status)
         if code in STORED_STATUSES:
             return "stored", "" if code == 0 else f"warning status 0x{code:04X}"
-        return "refused", f"status 0x{code:04X}" + (f" {status.ErrorComment}" if "ErrorComment" in status else "")
+        comment = f" {one_line(status.ErrorComment)}" if "ErrorComment" in status else ""
+        return "refused", f"status 0x{code:04X}{comment}"
 
     def find(self, header: Dataset) -> bool | None:
         """Whether the archive has the instance (None: cannot tell)."""
+        if not self.assoc.is_established:
+            return None
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         query.StudyInstanceUID = header.get("StudyInstanceUID", "")
         query.SeriesInstanceUID = header.get("SeriesInstanceUID", "")
         query.SOPInstanceUID = header.SOPInstanceUID
-        found = False
+        found, answers = False, 0
         with _quiet_pynetdicom():
             for status, identifier in self.assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                answers += 1
                 if not status or "Status" not in status:
+                    return None
+                if answers > MAX_FIND_RESPONSES:  # a flood of pending answers: stop listening, trust nothing
+                    log.warning("%s: over %d C-FIND answers for one instance; aborting the association",
+                                self.dest, MAX_FIND_RESPONSES)
+                    self.assoc.abort()
                     return None
                 if int(status.Status) in (0xFF00, 0xFF01) and identifier is not None:
                     found = found or str(identifier.get("SOPInstanceUID", "")) == str(header.SOPInstanceUID)
