@@ -163,3 +163,9 @@ def test_a_file_that_is_not_dicom_is_refused_before_any_connection(tmp_path, fil
     assert r.returncode == 6 and "Traceback" not in r.stderr
     assert "junk.dcm: not a readable DICOM file" in r.stderr.strip().splitlines()[-1]
     assert pydicom.dcmread(files[0]).PatientID == "HOSTILE-1"  # untouched
+
+
+def test_an_unknown_host_is_one_line(files):
+    r = pdac("send", "--to", "PACS@no-such-host.invalid:4242", "--send-timeout", "5", *map(str, files), timeout=120)
+    assert r.returncode == 6 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "(not sent: unknown host 'no-such-host.invalid'" in r.stderr.strip().splitlines()[-1]

@@ -144,8 +144,11 @@ class _Association:
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         self.dest, self.timeout = dest, timeout
         started = time.monotonic()
-        with _quiet_pynetdicom():
-            self.assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+        try:
+            with _quiet_pynetdicom():
+                self.assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+        except OSError as e:  # pynetdicom resolves the host name itself and lets its error through
+            raise SendError(f"DICOM send to {dest} failed: {_connect_problem(dest, timeout) or one_line(e)}") from None
         self.waited = time.monotonic() - started
         if not self.assoc.is_established:
             raise SendError(f"DICOM send to {dest} failed: {self._why_not()}")
