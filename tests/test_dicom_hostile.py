@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pydicom
@@ -169,3 +170,20 @@ def test_an_unknown_host_is_one_line(files):
     r = pdac("send", "--to", "PACS@no-such-host.invalid:4242", "--send-timeout", "5", *map(str, files), timeout=120)
     assert r.returncode == 6 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "(not sent: unknown host 'no-such-host.invalid'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_an_archive_that_never_answers_a_c_store_times_out_in_one_line(files):
+    def stall(event):
+        time.sleep(6)
+        return 0x0000
+
+    server = serve([(evt.EVT_C_STORE, stall)])
+    try:
+        port = server.socket.getsockname()[1]
+        r = pdac("send", "--to", f"EVIL@127.0.0.1:{port}", "--send-timeout", "2", *map(str, files), timeout=120)
+    finally:
+        server.shutdown()
+    assert r.returncode == 6 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "0 of 2 object(s) arrived; NOT arrived: a_sr.dcm (not sent: association lost (aborted or timed out)), "
+        "b_sr.dcm (not sent: association lost before it)"), r.stderr[-1000:]
