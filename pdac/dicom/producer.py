@@ -15,6 +15,12 @@ SYNTHETIC_TAG = "SYNTHETIC"
 LO_MAX = 64  # characters of a DICOM LO value
 
 
+def _lo(value: Any) -> str:
+    """A model card's text as a DICOM LO value: printable, no backslash (LO's value separator), 64 characters."""
+    text = "".join(c for c in str(value or "") if c.isprintable() and c != "\\").strip()
+    return text[:LO_MAX]
+
+
 @dataclass(frozen=True)
 class Producer:
     model_name: str
@@ -26,7 +32,7 @@ class Producer:
     @classmethod
     def from_provenance(cls, provenance: dict[str, Any]) -> Producer:
         model = provenance.get("model") or {}
-        return cls(model_name=str(model.get("name") or UNKNOWN), model_version=str(model.get("version") or UNKNOWN),
+        return cls(model_name=_lo(model.get("name")) or UNKNOWN, model_version=_lo(model.get("version")) or UNKNOWN,
                    synthetic=model.get("synthetic") if model else None,
                    pdac_version=str(provenance.get("pdac_version") or "unknown"),
                    weights_sha256=str(provenance.get("manifest_sha256") or "unknown"))
