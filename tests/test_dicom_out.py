@@ -95,7 +95,7 @@ def run(sources, orthanc, tmp_path_factory):
             shutil.copytree(src["folder"], inputs / src["folder"].name)
     shutil.copytree(REAL_SERIES, inputs / "anonymised")
     send = ["--send", orthanc.destination, "--calling-ae", CALLING_AE] if orthanc else ["--dicom-out"]
-    r = pdac("detect", str(inputs), "-o", str(out), *send, timeout=900)
+    r = pdac("detect", str(inputs), "-o", str(out), *send, timeout=2400)  # minutes alone; loaded CI boxes
     return r, out, inputs
 
 
