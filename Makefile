@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PIP) install $(PIP_QUIET) -r requirements-torch.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install $(PIP_QUIET) -r requirements.txt -r requirements-torch.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, nnunetv2, SimpleITK, picai_eval, report_guided_annotation, evalutils, pdac"
+	$(PY) -c "import torch, nnunetv2, SimpleITK, picai_eval, report_guided_annotation, evalutils, highdicom, pynetdicom, pdac"
 	touch $@
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt

@@ -1,7 +1,8 @@
 """`pdac` command line: a thin layer over the package's functions.
 
 Exit codes: 0 ok; 1 at least one case failed in `pdac detect`; 2 usage error; 3 input error;
-4 weights error; 5 output error; 130 / 143 interrupted (SIGINT / SIGTERM).
+4 weights error; 5 output error; 6 DICOM send failed or objects did not all arrive; 130 / 143 interrupted
+(SIGINT / SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def setup_logging(verbose: bool = False) -> None:
     """Logs go to stderr; third-party chatter is kept at WARNING."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL", "numexpr"):
+    for noisy in ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -79,8 +80,34 @@ def add_detect_parser(sub) -> None:
                    "and a viewer page per case, cases/<case>.html (three planes, the lesion list; up to 10 MB each)")
     d.add_argument("--no-viewer", action="store_true", help="with --report: no cases/<case>.html viewer pages")
     d.add_argument("--shard", help="K/N: process every N-th case starting at K (0-based), for array jobs")
+    g = d.add_argument_group("DICOM outputs (for DICOM series inputs)")
+    g.add_argument("--dicom-out", action="store_true",
+                   help="also write <case>_seg.dcm (DICOM SEG: lesion candidates + stage-1 pancreas) and <case>_sr.dcm "
+                        "(Comprehensive 3D SR, TID 1500) in the source study")
+    add_send_options(g, "--send", "send the DICOM outputs to this archive by C-STORE (implies --dicom-out), "
+                                  "e.g. ORTHANC@127.0.0.1:4242; the archive is checked before any work")
     add_pipeline_options(d)
     d.set_defaults(func=cmd_detect)
+
+
+def add_send_options(g, flag: str, text: str, required: bool = False) -> None:
+    g.add_argument(flag, dest="send", metavar="AE@HOST:PORT", required=required, help=text)
+    g.add_argument("--calling-ae", default="PDAC", help="our AE title towards the archive (default: PDAC)")
+    g.add_argument("--send-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="connection, association and response timeout (default: 30)")
+
+
+def dicom_options(args):
+    """DicomOut for `--dicom-out` / `--send`, or None."""
+    if not (args.dicom_out or args.send):
+        return None
+    from pdac.dicom.send import check_ae_title, parse_destination
+    from pdac.infer.dicom_out import DicomOut
+
+    if args.send_timeout <= 0:
+        raise UsageError("--send-timeout must be positive")
+    destination = parse_destination(args.send) if args.send else None
+    return DicomOut(destination, check_ae_title(args.calling_ae, "--calling-ae"), args.send_timeout)
 
 
 def cmd_detect(args) -> int:
@@ -92,7 +119,41 @@ def cmd_detect(args) -> int:
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
-                        report=args.report, viewer=not args.no_viewer)
+                        report=args.report, viewer=not args.no_viewer, dicom=dicom_options(args))
+
+
+def add_send_parser(sub) -> None:
+    s = sub.add_parser("send", help="send DICOM files (e.g. the SEG and SR of `pdac detect --dicom-out`) to an archive "
+                       "by C-STORE and check that they arrived")
+    s.add_argument("files", nargs="+", help="DICOM files, or folders (their *.dcm files)")
+    add_send_options(s, "--to", "the archive, e.g. ORTHANC@127.0.0.1:4242", required=True)
+    s.set_defaults(func=cmd_send)
+
+
+def cmd_send(args) -> int:
+    from pdac.dicom.send import check_ae_title, parse_destination, send_files
+    from pdac.errors import SendError
+
+    destination = parse_destination(args.send)
+    check_ae_title(args.calling_ae, "--calling-ae")
+    if args.send_timeout <= 0:
+        raise UsageError("--send-timeout must be positive")
+    files = []
+    for name in args.files:
+        p = Path(name)
+        if p.is_dir():
+            files += sorted(f for f in p.glob("*.dcm") if f.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"{name}: no such file or folder")
+    if not files:
+        raise UsageError("no DICOM files to send (folders are searched for *.dcm)")
+    report = send_files(destination, files, args.calling_ae, args.send_timeout)
+    if not report.complete:
+        raise SendError(report.summary())
+    log.info("%s", report.summary())
+    return 0
 
 
 def add_merge_parser(sub) -> None:
@@ -422,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     add_detect_parser(sub)
     add_merge_parser(sub)
+    add_send_parser(sub)
     add_phantom_parser(sub)
     add_synth_parser(sub)
     add_prepare_parser(sub)

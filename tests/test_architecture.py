@@ -1,5 +1,5 @@
 """The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer ->
-html -> shared; html holds the HTML pages that infer and evaluation both make).
+html -> shared, and infer -> dicom -> shared; html holds the HTML pages that infer and evaluation both make).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
 
@@ -15,11 +15,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pdac"
 ALLOWED = {
     "shared": set(),  # config, labels, errors
     "html": {"shared"},  # page skeleton and case viewer: below both of its users, speaks images and numbers
-    "infer": {"shared", "html"},
+    "dicom": {"shared"},  # DICOM out (SEG, SR, C-STORE): speaks DICOM, knows nothing of the pipeline
+    "infer": {"shared", "html", "dicom"},
     "train": {"shared", "html", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
     "evaluation": {"shared", "html", "infer"},
     "lab": {"shared", "html", "infer", "train", "evaluation"},
-    "cli": {"shared", "html", "infer", "train", "evaluation", "lab"},
+    "cli": {"shared", "html", "infer", "train", "evaluation", "lab", "dicom"},
 }
 
 
@@ -110,3 +111,4 @@ def test_the_graph_is_real(graph):
     assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
     assert room("pdac.html.viewer") == "html" and "pdac.html.viewer" in graph["pdac.infer.case_viewer"]
     assert "pdac.html.page" in graph["pdac.evaluation.html_report"]
+    assert room("pdac.dicom.seg") == "dicom" and "pdac.dicom.seg" in graph["pdac.dicom.outputs"]

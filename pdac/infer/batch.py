@@ -6,13 +6,14 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from pdac.config import PipelineConfig
-from pdac.errors import OutputError, PdacError, UsageError
+from pdac.errors import OutputError, PdacError, SendError, UsageError
 from pdac.infer.detect_report import DetectReport
-from pdac.infer.dicom import ScanFile, find_cases
+from pdac.infer.dicom import DicomSeries, ScanFile, find_cases
 from pdac.infer.io import (
     case_id,
     ensure_writable_dir,
@@ -27,6 +28,9 @@ from pdac.infer.plausibility import pancreas_note
 from pdac.infer.provenance import overlay_label
 from pdac.infer.shards import LIKELIHOODS, shard_file_name
 from pdac.infer.usage import peak_memory_gb
+
+if TYPE_CHECKING:
+    from pdac.infer.dicom_out import DicomOut
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,12 @@ def _check_merge_target(path: Path) -> None:
 
 def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: str | None,
                  overlays: bool = False, shard: tuple[int, int] | None = None, report: bool = False,
-                 viewer: bool = True) -> int:
-    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed).
-    With `report`, report.html is written when the loop ends, however it ends (Ctrl-C included), and (with
-    `viewer`) each case's viewer page `cases/<case>.html` as the case finishes.
+                 viewer: bool = True, dicom: DicomOut | None = None) -> int:
+    """Run every scan; a failing case is reported and skipped. Returns the exit code (1 if any failed, else 6
+    if DICOM outputs did not all arrive at the `dicom` destination). With `report`, report.html is written when
+    the loop ends, however it ends (Ctrl-C included), and (with `viewer`) each case's viewer page
+    `cases/<case>.html` as the case finishes. With `dicom`, each DICOM series also gets a SEG and an SR (in its
+    set of files), sent to an archive if `dicom.destination` (checked before any work).
 
     A case's outputs (map, lesion list, overlay) are written as a set, all or nothing; its likelihood is
     then merged into the batch's likelihood file under a file lock, so several runs (shards) can write to
@@ -96,7 +102,11 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         scans = scans[k::n]
     if not scans and not failures:
         raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files or DICOM series)")
+    if dicom and scans and not any(isinstance(s, DicomSeries) for s in scans):
+        raise UsageError("--dicom-out/--send: none of the inputs is a DICOM series")
     ensure_writable_dir(out)
+    if dicom:
+        dicom.check_destination()  # before the models are loaded: a refusal costs seconds, not a batch
     likelihood_file = out / (LIKELIHOODS if not shard else shard_file_name(*shard))
     _check_merge_target(likelihood_file)
     pipeline = Pipeline(config, weights) if scans else None
@@ -110,6 +120,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                 html.begin(case)
             try:
                 scan = source.read()
+                headers = dicom.source_headers(source, scan) if dicom else None
                 result = pipeline.run(scan, case)
                 record = {
                     "case": case,
@@ -132,6 +143,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                     outputs.append((out / f"{case}_overlay.png", lambda tmp, scan=scan, result=result, title=title:
                                     save_detection_overlay(scan, result.detection_map, Path(tmp), title,
                                                            banner=overlay_label(pipeline.provenance))))
+                if headers is not None:
+                    outputs += dicom.writers(out, case, headers, result, record)
                 write_files_atomic(outputs)
                 try:
                     merge_json_object(likelihood_file, {case: result.likelihood})
@@ -140,6 +153,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
                         target.unlink(missing_ok=True)
                     raise
                 done += 1
+                if headers is not None:
+                    dicom.send(case, [p for p, _ in outputs if p.suffix == ".dcm"])
                 if html:
                     html.add(case, scan, result.detection_map, record, result.pancreas_mask)
                 log.info("%s: likelihood %.3f, %d lesion candidate(s), %.1f s (%s), peak memory %.2f GB", case,
@@ -156,4 +171,5 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
             html.finish(failures)
     log.info("done: %d ok, %d failed%s", done, len(failures),
              "".join(f"\n  {c}: {m}" for c, m in failures.items()))
-    return 1 if failures else 0
+    sent_ok = dicom.finish() if dicom else True
+    return 1 if failures else (0 if sent_ok else SendError.exit_code)
