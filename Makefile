@@ -73,14 +73,15 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
 ## Retrain the demo weights from synthetic phantoms on the CPU (about 51 min on 2 idle cores; see README).
-## Demo weights: lesion model on procedural phantoms first, then both stages on CT painted from real label maps
+## Demo weights: procedural phantoms first (the bundled recipe), then both stages on CT painted from real label maps
 ## (LABELMAPS: one sub-folder per source, docs/synthetic-data.md), stage 2 starting from the phantom lesion model.
 LABELMAPS ?= ../shared/data/labelmaps
 demo-weights: $(STAMP)
 	$(PY) -m pdac.lab.demo_weights --phantoms --work work/demo-phantoms --out work/weights-phantoms \
 	    --stage1-epochs 60 --stage2-epochs 150
-	$(PY) -m pdac.lab.demo_weights --labelmaps $(LABELMAPS) --work work/demo --out weights \
+	$(PY) -m pdac.lab.demo_weights --labelmaps $(LABELMAPS) --work work/demo --out work/weights-labelmaps \
 	    --stage2-init work/weights-phantoms
+	@echo "compare before replacing weights/: scripts/compare-demo-weights.sh weights work/weights-labelmaps"
 
 ## Container smoke test (needs docker, or podman + buildah; BASE_IMAGE may point at a local base).
 container-test:
