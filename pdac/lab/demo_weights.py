@@ -31,7 +31,7 @@ TIMINGS = "training_seconds.json"
 @dataclass(frozen=True)
 class DemoSettings:
     work: Path = Path("work") / "demo"
-    out: Path = Path("weights")
+    out: Path = Path("work") / "weights-labelmaps"  # compare before copying over the bundled weights/
     labelmaps: Path | None = DEFAULT_LABELMAPS  # None: the procedural phantoms (the demo weights until 2026-11-30)
     n_train: int = 60
     n_val: int = 12
