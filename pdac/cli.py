@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pdac.errors import Interrupted, PdacError, UsageError
-from pdac.lab.commands import add_real_scan_parser, add_synth_parser
+from pdac.lab.commands import add_phantom_parser, add_real_scan_parser, add_synth_parser
 
 log = logging.getLogger("pdac")
 
@@ -167,33 +167,6 @@ def cmd_merge(args) -> int:
 
     merged, n = merge_shards(Path(args.output))
     print(f"{len(merged)} cases from {n} shards -> {Path(args.output) / LIKELIHOODS}")
-    return 0
-
-
-def add_phantom_parser(sub) -> None:
-    ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
-    ph.add_argument("-o", "--output", required=True)
-    ph.add_argument("-n", type=int, default=10)
-    ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--size", choices=["small", "full", "large"], default="small",
-                    help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
-    ph.add_argument("--positive-fraction", type=float, default=0.5)
-    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
-    ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
-    ph.add_argument("--workers", type=int, default=1)
-    ph.set_defaults(func=cmd_phantom)
-
-
-def cmd_phantom(args) -> int:
-    from pdac.lab.phantom import PhantomSpec, generate_dataset
-
-    if args.n < 1:
-        raise UsageError("-n must be at least 1")
-    if not 0 <= args.positive_fraction <= 1:
-        raise UsageError("--positive-fraction must be in [0, 1]")
-    spec = PhantomSpec(size=args.size, orientation=args.orientation)
-    generate_dataset(Path(args.output), args.n, args.seed, spec, args.positive_fraction, previews=args.previews,
-                     workers=args.workers)
     return 0
 
 

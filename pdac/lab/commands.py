@@ -1,5 +1,5 @@
-"""The lab's command-line entries that `pdac` mounts: `pdac synth` (synthetic CT from real label maps) and
-`pdac real-scan` (where stage 1 puts the pancreas on real scans)."""
+"""The lab's command-line entries that `pdac` mounts: `pdac phantom` (procedural phantoms), `pdac synth`
+(synthetic CT from real label maps) and `pdac real-scan` (where stage 1 puts the pancreas on real scans)."""
 
 from __future__ import annotations
 
@@ -60,4 +60,31 @@ def cmd_real_scan(args) -> int:
         raise UsageError("--scan and --reference go together")
     cases = BUNDLED if args.scan is None else (RealScan(args.scan.name, args.scan, args.reference, args.label),)
     run(args.weights, cases, args.json)
+    return 0
+
+
+def add_phantom_parser(sub) -> None:
+    ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
+    ph.add_argument("-o", "--output", required=True)
+    ph.add_argument("-n", type=int, default=10)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--size", choices=["small", "full", "large"], default="small",
+                    help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
+    ph.add_argument("--positive-fraction", type=float, default=0.5)
+    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
+    ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
+    ph.add_argument("--workers", type=int, default=1)
+    ph.set_defaults(func=cmd_phantom)
+
+
+def cmd_phantom(args) -> int:
+    from pdac.lab.phantom import PhantomSpec, generate_dataset
+
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    if not 0 <= args.positive_fraction <= 1:
+        raise UsageError("--positive-fraction must be in [0, 1]")
+    spec = PhantomSpec(size=args.size, orientation=args.orientation)
+    generate_dataset(Path(args.output), args.n, args.seed, spec, args.positive_fraction, previews=args.previews,
+                     workers=args.workers)
     return 0
