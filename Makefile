@@ -72,7 +72,6 @@ test-slow: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-## Retrain the demo weights from synthetic phantoms on the CPU (about 51 min on 2 idle cores; see README).
 ## Demo weights: procedural phantoms first (the bundled recipe), then both stages on CT painted from real label maps
 ## (LABELMAPS: one sub-folder per source, docs/synthetic-data.md), stage 2 starting from the phantom lesion model.
 LABELMAPS ?= ../shared/data/labelmaps
