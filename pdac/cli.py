@@ -29,14 +29,18 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    from pdac.config import allowed
+
     g = p.add_argument_group("pipeline options (defaults: resources/pipeline.toml)")
     g.add_argument("--weights", help="weights folder (default: $PDAC_WEIGHTS, /opt/ml/model, ./weights)")
     g.add_argument("--config", help="configuration TOML (default: resources/pipeline.toml)")
     g.add_argument("--folds", type=int, nargs="+", help="stage-2 folds to ensemble (default: all present)")
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
-    g.add_argument("--step", type=float, help="sliding-window tile step size (fraction of the patch)")
+    g.add_argument("--step", type=float, help="sliding-window tile step size, a fraction of the patch in "
+                   f"{allowed('stage2', 'tile_step_size')} (sets stage1 and stage2.tile_step_size)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (0: all cores)")
+    g.add_argument("--threads", type=int, help=f"CPU threads for torch, in {allowed('runtime', 'threads')} "
+                   "(0: all cores)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic on the CPU (bf16: bfloat16 autocast; auto: bf16 where the CPU has "
                         "native bfloat16 instructions); CUDA always uses nnU-Net's mixed precision")
@@ -54,9 +58,7 @@ def config_from_args(args):
         s2["folds"] = list(args.folds)
     if option("tta") is not None:
         s2["tta"] = args.tta
-    if option("step") is not None:
-        if not 0 < args.step <= 1:
-            raise UsageError("--step must be in (0, 1]")
+    if option("step") is not None:  # ranges: checked with every other setting in load_config
         s2["tile_step_size"] = args.step
         overrides.setdefault("stage1", {})["tile_step_size"] = args.step
     rt = overrides.setdefault("runtime", {})
@@ -88,7 +90,7 @@ def cmd_detect(args) -> int:
     raise_on_termination_signals()  # a case's half-written outputs are removed, finished cases stay
 
     config = config_from_args(args)
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard) if args.shard is not None else None  # an empty --shard= is refused
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
                         report=args.report)
 

@@ -230,11 +230,13 @@ def merge_json_object(path: Path, entries: dict) -> dict:
     path = Path(path)
     with locked(path.parent / f".{path.name}.lock"):
         merged = {}
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            from pdac.safe_read import read_json
+
             try:
-                merged = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise OutputError(f"{path}: cannot merge into it ({e}); move it away") from None
+                merged = read_json(path, OutputError)  # a FIFO is refused, not waited on
+            except OutputError as e:
+                raise OutputError(f"cannot merge into it ({e}); move it away") from None
             if not isinstance(merged, dict):
                 raise OutputError(f"{path}: cannot merge into it (not a JSON object); move it away")
         merged.update(entries)

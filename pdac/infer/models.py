@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from pdac.config import ModelConfig
-from pdac.errors import WeightsError
+from pdac.errors import UsageError, WeightsError
 from pdac.infer.weights import ModelFiles, is_plain_name
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("device 'cuda' requested but CUDA is not available")
+        raise UsageError("runtime.device = 'cuda' (--device cuda) but CUDA is not available on this machine; "
+                         "use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise WeightsError(f"unknown device {name!r} (auto, cpu or cuda)")
+        raise UsageError(f"runtime.device: unknown device {name!r} (auto, cpu or cuda)")
     return torch.device(name)
 
 
@@ -160,6 +161,11 @@ class Model:
     @property
     def configuration_manager(self):
         return self.predictor.configuration_manager
+
+    @property
+    def num_outputs(self) -> int:
+        """Output channels of the network (background included)."""
+        return int(self.predictor.label_manager.num_segmentation_heads)
 
     @property
     def spacing_xyz(self) -> tuple[float, float, float]:
