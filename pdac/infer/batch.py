@@ -74,6 +74,9 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     one output folder at the same time without dropping each other's cases."""
     from pdac.infer.pipeline import Pipeline
 
+    for folder in inputs:  # the next run would read this run's detection maps as scans
+        if Path(folder).is_dir() and Path(folder).resolve() == out.resolve():
+            raise UsageError(f"-o {out}: the output folder must not be an input folder; choose another")
     found = find_cases([Path(p) for p in inputs])  # image files and DICOM series
     failures: dict[str, str] = {}
     usable = []

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pdac.errors import InputError, OutputError
+from pdac.infer.geometry import check_geometry
 from pdac.infer.metaimage import check_metaimage
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
@@ -107,8 +108,7 @@ def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
         raise InputError(f"{name}: unsupported pixel type {image.GetPixelIDTypeAsString()} (need a numeric scalar)")
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    if min(image.GetSpacing()) <= 0 or not np.all(np.isfinite(image.GetSpacing())):
-        raise InputError(f"{name}: invalid voxel spacing {image.GetSpacing()}")
+    check_geometry(image, name, InputError)  # finite, sane origin, positive spacing, orthonormal direction
     return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
 
 

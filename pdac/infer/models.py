@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 from pdac.config import ModelConfig
 from pdac.errors import UsageError, WeightsError
 from pdac.infer.weights import ModelFiles, is_plain_name
+from pdac.safe_read import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,7 @@ class Model:
 def _json(files: ModelFiles, name: str) -> dict:
     if name not in files.names:
         raise WeightsError(f"weights file missing: {files.folder / name}")
-    try:
-        data = json.loads(files.read_bytes(name))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{files.folder / name}: not valid JSON ({str(e)[:100]})") from None
+    data = loads_json(files.read_bytes(name), str(files.folder / name), WeightsError)  # bounded nesting depth
     if not isinstance(data, dict):
         raise WeightsError(f"{files.folder / name}: expected a JSON object")
     return data

@@ -20,6 +20,7 @@ from pdac.infer.candidates import Lesion, candidates, lesion_list
 from pdac.infer.geometry import (
     Region,
     centred_region,
+    check_geometry,
     copy_geometry,
     crop,
     crop_region_around_mask,
@@ -59,9 +60,8 @@ def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
         raise InputError(f"{name}: {size[0]}x{size[1]}x{size[2]} voxels exceeds the limit of {MAX_VOXELS:,}")
     if min(size) < 2:
         raise InputError(f"{name}: image too small ({size[0]}x{size[1]}x{size[2]} voxels)")
+    check_geometry(scan, name, InputError)  # every source (files, DICOM, process.py) passes here
     spacing = np.asarray(scan.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or spacing.min() <= 0:
-        raise InputError(f"{name}: invalid voxel spacing {tuple(spacing)}")
     if spacing.min() < 0.05 or spacing.max() > 50:
         raise InputError(f"{name}: implausible voxel spacing {tuple(np.round(spacing, 4))} mm")
     scan = sitk.Cast(scan, sitk.sitkFloat32) if scan.GetPixelID() != sitk.sitkFloat32 else scan

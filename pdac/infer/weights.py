@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from pdac.config import REPO_ROOT
 from pdac.errors import WeightsError
+from pdac.safe_read import loads_json
 
 MANIFEST = "manifest.json"
 # GC mounts an uploaded model tarball here. PDAC_GC_MODEL_DIR moves it: a test hook only (tests cannot
@@ -232,10 +233,10 @@ def _read_manifest(folder: Path, root: Path) -> dict[str, str]:
         raise WeightsError(f"{manifest_path}: missing checksum manifest (create it with `pdac weights-manifest`)")
     real = _real_path_inside(root, MANIFEST, manifest_path)
     try:
-        manifest = json.loads(_read_file(real, manifest_path))
+        manifest = loads_json(_read_file(real, manifest_path), str(manifest_path), WeightsError)
         files = manifest["files"]
         algorithm = manifest.get("algorithm", "sha256")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (WeightsError, KeyError, TypeError, AttributeError):
         files, algorithm = None, None
     if algorithm != "sha256" or not isinstance(files, dict) or not all(
             isinstance(k, str) and is_plain_relative(k) and isinstance(v, str) and _DIGEST.fullmatch(v)
