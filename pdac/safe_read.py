@@ -75,3 +75,35 @@ def read_json(path: Path | str, error: type[PdacError] = InputError, max_bytes: 
               max_depth: int = MAX_DEPTH):
     """`loads_json` of a regular file (see `read_regular_file`)."""
     return loads_json(read_regular_file(path, error, max_bytes), str(path), error, max_depth)
+
+
+MAX_FOLDER_DEPTH = 32  # a PACS export is about 5 levels deep (patient / study / series / ...)
+
+
+def walk(root: Path | str, error: type[PdacError] = InputError, max_depth: int = MAX_FOLDER_DEPTH, onerror=None):
+    """os.walk (top-down, symlinked folders listed but not entered; the caller may prune `dirnames` in
+    place), without recursion and refusing (`error`, one line) folders nested deeper than `max_depth`
+    below `root`, instead of Python's RecursionError on a very deep tree."""
+    stack = [(os.fspath(root), 0)]
+    while stack:
+        top, depth = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = list(it)
+        except OSError as e:
+            if onerror is not None:
+                onerror(e)
+            continue
+        dirs, files = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+        yield top, dirs, files
+        entered = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+        if entered and depth >= max_depth:
+            raise error(f"{root}: folders nested more than {max_depth} levels deep (at {top}); refusing to "
+                        "search further")
+        stack.extend((os.path.join(top, d), depth + 1) for d in reversed(entered))

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from pdac.config import REPO_ROOT
 from pdac.errors import WeightsError
-from pdac.safe_read import loads_json
+from pdac.safe_read import loads_json, walk
 
 MANIFEST = "manifest.json"
 # GC mounts an uploaded model tarball here. PDAC_GC_MODEL_DIR moves it: a test hook only (tests cannot
@@ -76,7 +76,7 @@ def sha256(path: Path) -> str:
 
 
 def _tracked_files(weights_dir: Path) -> list[Path]:
-    return sorted(p for p in weights_dir.rglob("*")
+    return sorted(p for p in (Path(d) / f for d, _, files in walk(weights_dir, WeightsError) for f in files)
                   if p.is_file() and p.name != MANIFEST and p.name.endswith(HASHED_SUFFIXES))
 
 
@@ -150,7 +150,7 @@ def unverified_model_folder(folder: Path) -> ModelFiles:
     Only for folders you produced yourself: nothing is checked."""
     folder = Path(folder)
     names = []
-    for dirpath, _, filenames in os.walk(folder, onerror=_unlistable(folder, folder)):
+    for dirpath, _, filenames in walk(folder, WeightsError, onerror=_unlistable(folder, folder)):
         rel_dir = Path(dirpath).relative_to(folder)
         names.extend((rel_dir / f).as_posix() for f in filenames)
     return ModelFiles(folder, frozenset(names), lambda rel: _read_file(folder / rel, folder / rel))
@@ -205,7 +205,7 @@ def _scan_folder(folder: Path, root: Path) -> list[str]:
     """Names (relative to `root`) of every regular *.pth file in the folder. Refuses folders that cannot
     be listed and symlinks that leave the folder (checkpoints behind them would escape the manifest)."""
     checkpoints = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable(folder, root), followlinks=False):
+    for dirpath, dirnames, filenames in walk(root, WeightsError, onerror=_unlistable(folder, root)):
         here = Path(dirpath)
         for name in dirnames + filenames:
             entry = here / name

@@ -15,6 +15,8 @@ import logging
 import os
 from pathlib import Path
 
+from pdac.errors import InputError
+from pdac.safe_read import read_json
 from pdac.train.trainers import trainers_path
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def shrink_plans(plans: dict, plans_name: str, configuration: str = "3d_fullres"
 
 
 def tiny_plans(preprocessed_dataset_dir: Path, source_plans: str, plans_name: str, **kwargs) -> str:
-    src = json.loads((Path(preprocessed_dataset_dir) / f"{source_plans}.json").read_text())
+    src = read_json(Path(preprocessed_dataset_dir) / f"{source_plans}.json", InputError)
     tiny = shrink_plans(src, plans_name, **kwargs)
     (Path(preprocessed_dataset_dir) / f"{plans_name}.json").write_text(json.dumps(tiny, indent=2))
     return plans_name
@@ -135,9 +137,9 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
     if snapshot_every:
         trainer_cls = _with_snapshots(trainer_cls, snapshot_every)
     folder = Path(nnUNet_preprocessed.require()) / maybe_convert_to_dataset_name(dataset)
-    plans_dict = json.loads((folder / f"{plans}.json").read_text())
+    plans_dict = read_json(folder / f"{plans}.json", InputError)
     plans_dict["continue_training"] = continue_training
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = read_json(folder / "dataset.json", InputError)
     t = trainer_cls(plans=plans_dict, configuration=configuration, fold=fold, dataset_json=dataset_json,
                     device=torch.device(device))
     if epochs:
