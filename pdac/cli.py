@@ -26,6 +26,9 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     for noisy in ("matplotlib", "PIL", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pdac.log_safety import install
+
+    install()  # input text in log arguments cannot forge lines (control characters escaped)
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -395,8 +398,10 @@ def cmd_manifest(args) -> int:
 
     card = ensure_model_card(Path(args.weights_dir))  # refuses (exit 4) a missing or incomplete card
     manifest = write_manifest(Path(args.weights_dir))
+    from pdac.log_safety import neutral
+
     print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'} "
-          f"(model {card['name']} {card['version']}{', synthetic' if card['synthetic'] else ''})")
+          f"(model {neutral(card['name'])} {neutral(card['version'])}{', synthetic' if card['synthetic'] else ''})")
     return 0
 
 

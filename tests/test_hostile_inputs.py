@@ -263,3 +263,26 @@ def test_detect_refuses_an_output_folder_that_is_an_input_folder(tmp_path):
     r = pdac("detect", str(scan.parent), "-o", str(scan.parent))
     assert r.returncode == 2
     assert "must not be an input folder" in _last(r)
+
+
+# ---- class 7: text from inputs cannot forge log lines ----
+
+FORGED = "12:00:00 ERROR pdac: forged"
+
+
+def test_a_case_id_or_model_card_name_with_a_newline_cannot_forge_a_log_line(tmp_path):
+    weights = _weights_copy(tmp_path)
+    card = json.loads((weights / "model.json").read_text())
+    card["name"] = f"demo\n{FORGED} by the card"  # the demo card is synthetic: its name is logged
+    (weights / "model.json").write_text(json.dumps(card))
+    r = pdac("weights-manifest", str(weights))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.strip().splitlines()) == 1 and "demo\\n12:00:00" in r.stdout
+    scan = tmp_path / "in" / f"x\n{FORGED} by the name_0000.mha"
+    scan.parent.mkdir()
+    scan.write_bytes(b"not an image")
+    r = pdac("detect", str(scan.parent), "-o", str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert not [line for line in r.stderr.splitlines() if line.startswith(FORGED)], r.stderr[-3000:]
+    assert "demo\\n12:00:00 ERROR pdac: forged by the card" in r.stderr
+    assert "x\\n12:00:00 ERROR pdac: forged by the name" in r.stderr

@@ -158,6 +158,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     finally:  # also on Ctrl-C or SIGTERM: the report shows the cases done so far
         if html:
             html.finish(failures)
-    log.info("done: %d ok, %d failed%s", done, len(failures),
-             "".join(f"\n  {c}: {m}" for c, m in failures.items()))
+    log.info("done: %d ok, %d failed", done, len(failures))
+    for case, message in failures.items():  # one line each (case ids and messages come from inputs)
+        log.info("  %s: %s", case, message)
     return 1 if failures else 0
