@@ -114,15 +114,16 @@ def cmd_merge(args) -> int:
 
 def add_phantom_parser(sub) -> None:
     ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
-    ph.add_argument("-o", "--output", required=True)
-    ph.add_argument("-n", type=int, default=10)
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("-o", "--output", required=True, help="output folder")
+    ph.add_argument("-n", type=int, default=10, help="phantoms to write (default 10)")
+    ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--size", choices=["small", "full", "large"], default="small",
                     help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
-    ph.add_argument("--positive-fraction", type=float, default=0.5)
-    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
+    ph.add_argument("--positive-fraction", type=float, default=0.5, help="share of phantoms with a PDAC (0-1)")
+    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random",
+                    help="direction matrix of the scans (default: a random mix)")
     ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
-    ph.add_argument("--workers", type=int, default=1)
+    ph.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     ph.set_defaults(func=cmd_phantom)
 
 
@@ -141,16 +142,18 @@ def cmd_phantom(args) -> int:
 
 def add_prepare_parser(sub) -> None:
     pr = sub.add_parser("prepare", help="PANORAMA scans + labels -> the two nnU-Net raw datasets")
-    pr.add_argument("--images", required=True)
-    pr.add_argument("--labels", required=True)
+    pr.add_argument("--images", required=True, help="folder of PANORAMA scans <case>_0000.nii.gz/.mha (sub-folders "
+                    "searched too, e.g. batch_1/ batch_2/)")
+    pr.add_argument("--labels", required=True, help="folder of PANORAMA label maps <case>.nii.gz/.mha (values 0-6)")
     pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
-    pr.add_argument("--stage1-id", type=int, default=113)
-    pr.add_argument("--stage2-id", type=int, default=114)
-    pr.add_argument("--workers", type=int, default=1)
-    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"])
+    pr.add_argument("--stage1-id", type=int, default=113, help="nnU-Net dataset id of the pancreas dataset")
+    pr.add_argument("--stage2-id", type=int, default=114, help="nnU-Net dataset id of the lesion dataset")
+    pr.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"], help="format of the written cases")
     pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
-    pr.add_argument("--config")
-    pr.add_argument("--set", dest="overrides", action="append", default=[])
+    pr.add_argument("--config", help="configuration TOML (stage-1 spacing, crop margins, pancreas labels)")
+    pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a configuration value")
     pr.set_defaults(func=cmd_prepare)
 
 
@@ -167,10 +170,10 @@ def cmd_prepare(args) -> int:
 
 def add_plan_parser(sub) -> None:
     pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
-    pl.add_argument("dataset", type=int)
-    pl.add_argument("--planner", default="nnUNetPlannerResEncM")
+    pl.add_argument("dataset", type=int, help="nnU-Net dataset id (e.g. 114)")
+    pl.add_argument("--planner", default="nnUNetPlannerResEncM", help="nnU-Net experiment planner class")
     pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
-    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
     pl.set_defaults(func=cmd_plan)
 
 
@@ -191,17 +194,18 @@ def cmd_plan(args) -> int:
 
 def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train one fold with nnU-Net (our trainers found via nnUNet_extTrainer)")
-    t.add_argument("dataset")
-    t.add_argument("fold")
-    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss")
-    t.add_argument("--plans", default="nnUNetResEncUNetMPlans")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("dataset", help="nnU-Net dataset id or name")
+    t.add_argument("fold", help="fold 0-4 of nnU-Net's 5-fold split, or 'all' (every case, no validation)")
+    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss", help="trainer class (ours or nnU-Net's)")
+    t.add_argument("--plans", default="nnUNetResEncUNetMPlans", help="plans identifier from `pdac plan`")
+    t.add_argument("--epochs", type=int, help="epochs (default: the trainer's)")
     t.add_argument("--iterations", type=int, help="iterations per epoch")
-    t.add_argument("--val-iterations", type=int)
+    t.add_argument("--val-iterations", type=int, help="validation iterations per epoch")
     t.add_argument("--snapshot-every", type=int, default=0, help="keep checkpoint_epochNNNN.pth every N epochs")
-    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
-    t.add_argument("--no-validation", action="store_true")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu",
+                   help="cpu or cuda (default: cuda when CUDA_VISIBLE_DEVICES is set)")
+    t.add_argument("--no-validation", action="store_true", help="skip the final validation")
+    t.add_argument("--resume", action="store_true", help="continue from the fold's latest checkpoint")
     t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
     t.add_argument("--num-gpus", type=int, default=1,
                    help="N > 1: nnU-Net's own multi-GPU (DDP) training on N CUDA devices")
@@ -213,6 +217,8 @@ def cmd_train(args) -> int:
 
     if args.num_gpus < 1:
         raise UsageError("--num-gpus must be at least 1")
+    if args.fold != "all" and not args.fold.isdecimal():
+        raise UsageError(f"fold must be a number (0-4) or 'all', got {args.fold!r}")
     if args.num_gpus > 1:
         budget = [f for f, v in (("--epochs", args.epochs), ("--iterations", args.iterations),
                                  ("--val-iterations", args.val_iterations), ("--snapshot-every", args.snapshot_every),
@@ -235,8 +241,8 @@ def cmd_train(args) -> int:
 
 def add_select_parser(sub) -> None:
     s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")
-    s.add_argument("model_folder")
-    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("model_folder", help="nnU-Net results folder of the lesion model")
+    s.add_argument("--fold", type=int, default=0, help="fold to choose for (default 0)")
     s.add_argument("--raw-dataset", required=True, help="the stage-2 nnU-Net raw dataset folder")
     s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
     add_pipeline_options(s)
@@ -261,7 +267,8 @@ def add_evaluate_parser(sub) -> None:
     ev.add_argument("--likelihoods", nargs="+", metavar="JSON",
                     help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
                     "default: each map's maximum")
-    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",
+                    help="report folder (not inside an input folder)")
     ev.add_argument("--names", nargs="+", help="display names of the detection sets (default: folder names)")
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -286,10 +293,10 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
     b.add_argument("--real-plans", action="store_true",
                    help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
-    b.add_argument("--weights")
-    b.add_argument("--folds", type=int, nargs="+")
-    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
-    b.add_argument("--step", type=float)
+    b.add_argument("--weights", help="weights folder (default: as `pdac detect`)")
+    b.add_argument("--folds", type=int, nargs="+", help="stage-2 folds (default: all present)")
+    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
+    b.add_argument("--step", type=float, help="tile step size (as `pdac detect --step`)")
     b.add_argument("--json", help="also write all timings (or the equivalence results) to this file")
     e = b.add_argument_group("precision equivalence (fp32 vs bf16 results instead of timings)")
     e.add_argument("--precision-equivalence", action="store_true",
@@ -388,7 +395,7 @@ def cmd_study(args) -> int:
 def add_manifest_parser(sub) -> None:
     m = sub.add_parser("weights-manifest", help="check the model card (model.json; a template is written when "
                        "missing) and regenerate the SHA-256 manifest after changing weights")
-    m.add_argument("weights_dir")
+    m.add_argument("weights_dir", help="weights folder (holding model.json and the model folders)")
     m.set_defaults(func=cmd_manifest)
 
 
@@ -419,7 +426,7 @@ def cmd_trainers_path(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdac", description="PDAC detection in contrast-enhanced CT (PANORAMA).")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     add_detect_parser(sub)
     add_merge_parser(sub)

@@ -14,16 +14,16 @@ def add_synth_parser(sub) -> None:
     sy.add_argument("--labelmaps", required=True, type=Path,
                     help="folder with one sub-folder per source (word/, totalsegmentator_dataset/, amos/, pants/, "
                          "abdomenatlas/, panorama/); see docs/synthetic-data.md")
-    sy.add_argument("-o", "--output", required=True, type=Path)
+    sy.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     sy.add_argument("-n", type=int, default=10, help="volumes to write")
     sy.add_argument("--split", choices=["train", "val", "test"], default="train",
                     help="draw subjects and lesion donors from this split of patients (by hash of the patient)")
-    sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--positive-fraction", type=float, default=0.5)
+    sy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sy.add_argument("--positive-fraction", type=float, default=0.5, help="share of volumes with a PDAC (0-1)")
     sy.add_argument("--sources", nargs="+", help="only these sources (default: every one found)")
     sy.add_argument("--strict", action="store_true", help="stop at the first map that cannot be used")
     sy.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N volumes")
-    sy.add_argument("--workers", type=int, default=1)
+    sy.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     sy.set_defaults(func=cmd_synth)
 
 
