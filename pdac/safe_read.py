@@ -59,11 +59,16 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def loads_json(text: bytes | str, where: str, error: type[PdacError] = InputError, max_depth: int = MAX_DEPTH):
-    """Parse strict JSON (NaN and Infinity refused) nested at most `max_depth` deep; refuse in one line."""
+def check_depth(text: bytes | str, where: str, error: type[PdacError] = InputError, max_depth: int = MAX_DEPTH):
+    """Refuse (one line) text nested deeper than `max_depth`."""
     depth = nesting_depth(text)
     if depth > max_depth:
         raise error(f"{where}: nested {depth} levels deep, more than the limit of {max_depth}")
+
+
+def loads_json(text: bytes | str, where: str, error: type[PdacError] = InputError, max_depth: int = MAX_DEPTH):
+    """Parse strict JSON (NaN and Infinity refused) nested at most `max_depth` deep; refuse in one line."""
+    check_depth(text, where, error, max_depth)
     try:
         return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError

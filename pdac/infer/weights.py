@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from pdac.config import REPO_ROOT
 from pdac.errors import WeightsError
-from pdac.safe_read import loads_json, walk
+from pdac.safe_read import check_depth, loads_json, walk
 
 MANIFEST = "manifest.json"
 # GC mounts an uploaded model tarball here. PDAC_GC_MODEL_DIR moves it: a test hook only (tests cannot
@@ -232,11 +232,16 @@ def _read_manifest(folder: Path, root: Path) -> dict[str, str]:
     if not os.path.lexists(root / MANIFEST):
         raise WeightsError(f"{manifest_path}: missing checksum manifest (create it with `pdac weights-manifest`)")
     real = _real_path_inside(root, MANIFEST, manifest_path)
+    data = _read_file(real, manifest_path)  # an unreadable file is its own one-line error
+    check_depth(data, str(manifest_path), WeightsError)  # nested past the limit: say so
     try:
-        manifest = loads_json(_read_file(real, manifest_path), str(manifest_path), WeightsError)
+        manifest = loads_json(data, str(manifest_path), WeightsError)
+    except WeightsError:
+        manifest = None
+    try:
         files = manifest["files"]
         algorithm = manifest.get("algorithm", "sha256")
-    except (WeightsError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         files, algorithm = None, None
     if algorithm != "sha256" or not isinstance(files, dict) or not all(
             isinstance(k, str) and is_plain_relative(k) and isinstance(v, str) and _DIGEST.fullmatch(v)
