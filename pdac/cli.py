@@ -31,6 +31,13 @@ def setup_logging(verbose: bool = False) -> None:
     install()  # input text in log arguments cannot forge lines (control characters escaped)
 
 
+def workers_count(text: str) -> int:
+    """argparse type of --workers: 1 to 256 processes (argparse refuses anything else, exit 2)."""
+    if not text.strip().isdecimal() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 processes, got {text!r}")
+    return int(text)
+
+
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     from pdac.config import allowed
 
@@ -123,7 +130,7 @@ def add_phantom_parser(sub) -> None:
     ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random",
                     help="direction matrix of the scans (default: a random mix)")
     ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
-    ph.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    ph.add_argument("--workers", type=workers_count, default=1, help="parallel processes (default 1)")
     ph.set_defaults(func=cmd_phantom)
 
 
@@ -148,7 +155,7 @@ def add_prepare_parser(sub) -> None:
     pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
     pr.add_argument("--stage1-id", type=int, default=113, help="nnU-Net dataset id of the pancreas dataset")
     pr.add_argument("--stage2-id", type=int, default=114, help="nnU-Net dataset id of the lesion dataset")
-    pr.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    pr.add_argument("--workers", type=workers_count, default=1, help="parallel processes (default 1)")
     pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"], help="format of the written cases")
     pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
     pr.add_argument("--config", help="configuration TOML (stage-1 spacing, crop margins, pancreas labels)")
@@ -173,7 +180,7 @@ def add_plan_parser(sub) -> None:
     pl.add_argument("dataset", type=int, help="nnU-Net dataset id (e.g. 114)")
     pl.add_argument("--planner", default="nnUNetPlannerResEncM", help="nnU-Net experiment planner class")
     pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
-    pl.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
+    pl.add_argument("--workers", type=workers_count, default=2, help="preprocessing processes (default 2)")
     pl.set_defaults(func=cmd_plan)
 
 

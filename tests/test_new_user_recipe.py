@@ -90,3 +90,11 @@ def test_train_with_fewer_cases_than_folds_is_one_line(tiny_dataset, fold, messa
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert message in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["prepare", "--images", "i", "--labels", "l", "--out", "o"], ["plan", "114"],
+                                     ["phantom", "-o", "o"]])
+def test_a_worker_count_below_one_is_refused_by_the_parser(command):
+    r = pdac(*command, "--workers", "0")
+    assert r.returncode == 2
+    assert "expected 1 to 256 processes, got '0'" in r.stderr.strip().splitlines()[-1]
