@@ -30,9 +30,9 @@ def test_every_option_of_every_subcommand_has_help_text(command):
 
 
 def test_prepare_help_reads_like_a_tools_help():
-    r = pdac("prepare", "--help")
+    r = pdac("prepare", "--help", env={"COLUMNS": "200"})  # argparse wraps help text to the terminal
     assert r.returncode == 0
-    assert "sub-folders" in r.stdout and "nnU-Net dataset id" in r.stdout
+    assert "sub-folders searched too, e.g. batch_1/" in r.stdout and "nnU-Net dataset id" in r.stdout
 
 
 def _case(images, labels, batch: str, case: str):
