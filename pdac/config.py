@@ -38,7 +38,9 @@ class Range:
     open_low: bool = False
 
     def holds(self, v: float) -> bool:
-        return math.isfinite(v) and (self.lo < v if self.open_low else self.lo <= v) and v <= self.hi
+        if isinstance(v, float) and not math.isfinite(v):  # (math.isfinite would overflow on a huge int)
+            return False
+        return (self.lo < v if self.open_low else self.lo <= v) and v <= self.hi
 
     def __str__(self) -> str:
         return f"{'(' if self.open_low else '['}{self.lo:g}, {self.hi:g}]"
@@ -152,7 +154,7 @@ def _parse_text(value: str, where: str) -> Any:
         raise UsageError(f"config {where}: value nested more than {MAX_DEPTH} levels deep")
     try:
         return json.loads(value)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, or an integer of over 4,300 digits
         return value.lower() == "true" if value.lower() in ("true", "false") else value
 
 
@@ -164,38 +166,38 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise UsageError(f"config {where}: expected true/false, got {value!r}")
+        raise UsageError(f"config {where}: expected true/false, got {_shown(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise UsageError(f"config {where}: expected an integer, got {value!r}")
+        raise UsageError(f"config {where}: expected an integer, got {_shown(value)}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             try:
                 return float(value)
             except OverflowError:
                 raise UsageError(f"config {where}: {str(value)[:20]}... is too large a number") from None
-        raise UsageError(f"config {where}: expected a number, got {value!r}")
+        raise UsageError(f"config {where}: expected a number, got {_shown(value)}")
     if hint is str:
         return str(value)
     if origin is Literal:
         if value in args:
             return value
-        raise UsageError(f"config {where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        raise UsageError(f"config {where}: expected one of {', '.join(map(repr, args))}, got {_shown(value)}")
     if origin in (Union, UnionType):
         for option in args:
             try:
                 return _coerce(where, value, option)
             except UsageError:
                 continue
-        raise UsageError(f"config {where}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")
+        raise UsageError(f"config {where}: expected {' or '.join(_describe(a) for a in args)}, got {_shown(value)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             value = [value]
         if args[-1] is Ellipsis:
             return tuple(_coerce(where, v, args[0]) for v in value)
         if len(value) != len(args):
-            raise UsageError(f"config {where}: expected {len(args)} values, got {value!r}")
+            raise UsageError(f"config {where}: expected {len(args)} values, got {_shown(value)}")
         return tuple(_coerce(where, v, a) for v, a in zip(value, args, strict=True))
     raise TypeError(f"config {where}: unsupported field type {hint!r}")  # a programming error, not user input
 
@@ -247,7 +249,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
                 each = "each in " if isinstance(value, tuple) else ""
                 raise UsageError(f"config {where} = {_shown(value)}: allowed {each}{allowed} "
                                  "(from the TOML, $PDAC_CONFIG, --set or a flag)")
-            if not all(math.isfinite(v) for v in numbers):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
                 raise UsageError(f"config {where} = {_shown(value)}: must be a finite number")
         for low, high in ORDERED.get(section.name, ()):
             if getattr(values, low) > getattr(values, high):
@@ -295,7 +297,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
             raise UsageError(f"config {toml}: nested more than {MAX_DEPTH} levels deep")
         try:
             config = _apply(config, tomllib.loads(text.decode("utf-8")))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # TOMLDecodeError, UnicodeDecodeError, a 5,000-digit integer
             raise UsageError(f"config {toml}: {type(e).__name__ if isinstance(e, RecursionError) else e}") from None
     if overrides:
         config = _apply(config, overrides)
