@@ -206,9 +206,11 @@ def test_detect_refuses_deeply_nested_weights_json(tmp_path, target):
 
 
 def test_a_very_deep_folder_tree_is_refused_in_one_line(tmp_path):
-    folder = tmp_path / "in"
-    deep = folder.joinpath(*["d"] * 1100)
-    deep.mkdir(parents=True)
+    folder = deep = tmp_path / "in"
+    folder.mkdir()
+    for _ in range(1100):  # one level at a time: mkdir(parents=True) would itself recurse too deep
+        deep = deep / "d"
+        deep.mkdir()
     r = pdac("detect", str(folder), "-o", str(tmp_path / "out"))
     assert r.returncode == 3, r.stderr[-2000:]
     assert "folders nested more than 32 levels deep" in _last(r)
