@@ -206,12 +206,16 @@ def test_detect_refuses_deeply_nested_weights_json(tmp_path, target):
 
 
 def test_a_very_deep_folder_tree_is_refused_in_one_line(tmp_path):
-    folder = deep = tmp_path / "in"
-    folder.mkdir()
-    for _ in range(1100):  # one level at a time: mkdir(parents=True) would itself recurse too deep
-        deep = deep / "d"
-        deep.mkdir()
-    r = pdac("detect", str(folder), "-o", str(tmp_path / "out"))
+    folder = tmp_path / "in"
+    levels = [folder.joinpath(*["d"] * i) for i in range(1101)]  # deeper than Python's recursion limit
+    try:
+        for level in levels:  # one at a time: mkdir(parents=True) would itself recurse too deep
+            level.mkdir()
+        r = pdac("detect", str(folder), "-o", str(tmp_path / "out"))
+    finally:  # and removed the same way: pytest's own clean-up (shutil.rmtree) recurses
+        for level in reversed(levels):
+            if level.is_dir():
+                level.rmdir()
     assert r.returncode == 3, r.stderr[-2000:]
     assert "folders nested more than 32 levels deep" in _last(r)
 
