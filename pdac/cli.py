@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pdac.errors import Interrupted, PdacError, UsageError
-from pdac.lab.commands import add_phantom_parser, add_real_scan_parser, add_synth_parser
+from pdac.lab.commands import add_phantom_parser, add_real_scan_parser, add_synth_parser, workers_count
 
 log = logging.getLogger("pdac")
 
@@ -27,17 +27,24 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     for noisy in ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pdac.log_safety import install
+
+    install()  # input text in log arguments cannot forge lines (control characters escaped)
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    from pdac.config import allowed
+
     g = p.add_argument_group("pipeline options (defaults: resources/pipeline.toml)")
     g.add_argument("--weights", help="weights folder (default: $PDAC_WEIGHTS, /opt/ml/model, ./weights)")
     g.add_argument("--config", help="configuration TOML (default: resources/pipeline.toml)")
     g.add_argument("--folds", type=int, nargs="+", help="stage-2 folds to ensemble (default: all present)")
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
-    g.add_argument("--step", type=float, help="sliding-window tile step size (fraction of the patch)")
+    g.add_argument("--step", type=float, help="sliding-window tile step size, a fraction of the patch in "
+                   f"{allowed('stage2', 'tile_step_size')} (sets stage1 and stage2.tile_step_size)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (0: all cores)")
+    g.add_argument("--threads", type=int, help=f"CPU threads for torch, in {allowed('runtime', 'threads')} "
+                   "(0: all cores)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic on the CPU (bf16: bfloat16 autocast; auto: bf16 where the CPU has "
                         "native bfloat16 instructions); CUDA always uses nnU-Net's mixed precision")
@@ -55,9 +62,7 @@ def config_from_args(args):
         s2["folds"] = list(args.folds)
     if option("tta") is not None:
         s2["tta"] = args.tta
-    if option("step") is not None:
-        if not 0 < args.step <= 1:
-            raise UsageError("--step must be in (0, 1]")
+    if option("step") is not None:  # ranges: checked with every other setting in load_config
         s2["tile_step_size"] = args.step
         overrides.setdefault("stage1", {})["tile_step_size"] = args.step
     rt = overrides.setdefault("runtime", {})
@@ -117,7 +122,7 @@ def cmd_detect(args) -> int:
     raise_on_termination_signals()  # a case's half-written outputs are removed, finished cases stay
 
     config = config_from_args(args)
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard) if args.shard is not None else None  # an empty --shard= is refused
     return detect_batch(args.inputs, Path(args.output), config, args.weights, overlays=args.overlays, shard=shard,
                         report=args.report, viewer=not args.no_viewer, dicom=dicom_options(args))
 
@@ -172,16 +177,18 @@ def cmd_merge(args) -> int:
 
 def add_prepare_parser(sub) -> None:
     pr = sub.add_parser("prepare", help="PANORAMA scans + labels -> the two nnU-Net raw datasets")
-    pr.add_argument("--images", required=True)
-    pr.add_argument("--labels", required=True)
+    pr.add_argument("--images", required=True, help="folder of PANORAMA scans <case>_0000.nii.gz/.mha (sub-folders "
+                    "searched too, e.g. batch_1/ batch_2/)")
+    pr.add_argument("--labels", required=True, help="folder of PANORAMA label maps <case>.nii.gz/.mha (values 0-6)")
     pr.add_argument("--out", dest="output", required=True, help="nnUNet_raw folder")
-    pr.add_argument("--stage1-id", type=int, default=113)
-    pr.add_argument("--stage2-id", type=int, default=114)
-    pr.add_argument("--workers", type=int, default=1)
-    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"])
+    pr.add_argument("--stage1-id", type=int, default=113, help="nnU-Net dataset id of the pancreas dataset")
+    pr.add_argument("--stage2-id", type=int, default=114, help="nnU-Net dataset id of the lesion dataset")
+    pr.add_argument("--workers", type=workers_count, default=1, help="parallel processes (default 1)")
+    pr.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".mha"], help="format of the written cases")
     pr.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
-    pr.add_argument("--config")
-    pr.add_argument("--set", dest="overrides", action="append", default=[])
+    pr.add_argument("--config", help="configuration TOML (stage-1 spacing, crop margins, pancreas labels)")
+    pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a configuration value")
     pr.set_defaults(func=cmd_prepare)
 
 
@@ -198,10 +205,10 @@ def cmd_prepare(args) -> int:
 
 def add_plan_parser(sub) -> None:
     pl = sub.add_parser("plan", help="nnU-Net fingerprint + plan + preprocess (3d_fullres)")
-    pl.add_argument("dataset", type=int)
-    pl.add_argument("--planner", default="nnUNetPlannerResEncM")
+    pl.add_argument("dataset", type=int, help="nnU-Net dataset id (e.g. 114)")
+    pl.add_argument("--planner", default="nnUNetPlannerResEncM", help="nnU-Net experiment planner class")
     pl.add_argument("--tiny", metavar="PLANS_NAME", help="also derive a tiny-network plans variant with this name")
-    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--workers", type=workers_count, default=2, help="preprocessing processes (default 2)")
     pl.set_defaults(func=cmd_plan)
 
 
@@ -222,17 +229,18 @@ def cmd_plan(args) -> int:
 
 def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train one fold with nnU-Net (our trainers found via nnUNet_extTrainer)")
-    t.add_argument("dataset")
-    t.add_argument("fold")
-    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss")
-    t.add_argument("--plans", default="nnUNetResEncUNetMPlans")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("dataset", help="nnU-Net dataset id or name")
+    t.add_argument("fold", help="fold 0-4 of nnU-Net's 5-fold split, or 'all' (every case, no validation)")
+    t.add_argument("--trainer", default="nnUNetTrainerTverskyCELoss", help="trainer class (ours or nnU-Net's)")
+    t.add_argument("--plans", default="nnUNetResEncUNetMPlans", help="plans identifier from `pdac plan`")
+    t.add_argument("--epochs", type=int, help="epochs (default: the trainer's)")
     t.add_argument("--iterations", type=int, help="iterations per epoch")
-    t.add_argument("--val-iterations", type=int)
+    t.add_argument("--val-iterations", type=int, help="validation iterations per epoch")
     t.add_argument("--snapshot-every", type=int, default=0, help="keep checkpoint_epochNNNN.pth every N epochs")
-    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
-    t.add_argument("--no-validation", action="store_true")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu",
+                   help="cpu or cuda (default: cuda when CUDA_VISIBLE_DEVICES is set)")
+    t.add_argument("--no-validation", action="store_true", help="skip the final validation")
+    t.add_argument("--resume", action="store_true", help="continue from the fold's latest checkpoint")
     t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
     t.add_argument("--num-gpus", type=int, default=1,
                    help="N > 1: nnU-Net's own multi-GPU (DDP) training on N CUDA devices")
@@ -244,6 +252,8 @@ def cmd_train(args) -> int:
 
     if args.num_gpus < 1:
         raise UsageError("--num-gpus must be at least 1")
+    if args.fold != "all" and not args.fold.isdecimal():
+        raise UsageError(f"fold must be a number (0-4) or 'all', got {args.fold!r}")
     if args.num_gpus > 1:
         budget = [f for f, v in (("--epochs", args.epochs), ("--iterations", args.iterations),
                                  ("--val-iterations", args.val_iterations), ("--snapshot-every", args.snapshot_every),
@@ -266,8 +276,8 @@ def cmd_train(args) -> int:
 
 def add_select_parser(sub) -> None:
     s = sub.add_parser("select-checkpoint", help="pick a fold's checkpoint by (AUROC + AP) / 2 on its validation cases")
-    s.add_argument("model_folder")
-    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("model_folder", help="nnU-Net results folder of the lesion model")
+    s.add_argument("--fold", type=int, default=0, help="fold to choose for (default 0)")
     s.add_argument("--raw-dataset", required=True, help="the stage-2 nnU-Net raw dataset folder")
     s.add_argument("--splits", required=True, help="splits_final.json from nnUNet_preprocessed")
     add_pipeline_options(s)
@@ -292,7 +302,8 @@ def add_evaluate_parser(sub) -> None:
     ev.add_argument("--likelihoods", nargs="+", metavar="JSON",
                     help="patient likelihoods per detections folder ({case: p} or a bare number; '-': none); "
                     "default: each map's maximum")
-    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+    ev.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",
+                    help="report folder (not inside an input folder)")
     ev.add_argument("--scans", metavar="DIR", help="the scans (<case>_0000.mha, <case>.nii.gz, DICOM series...): "
                     "also write a viewer page per case, cases/<case>.html (reference label and detection maps over "
                     "the scan), linked from report.html")
@@ -321,10 +332,10 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
     b.add_argument("--real-plans", action="store_true",
                    help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
-    b.add_argument("--weights")
-    b.add_argument("--folds", type=int, nargs="+")
-    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
-    b.add_argument("--step", type=float)
+    b.add_argument("--weights", help="weights folder (default: as `pdac detect`)")
+    b.add_argument("--folds", type=int, nargs="+", help="stage-2 folds (default: all present)")
+    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
+    b.add_argument("--step", type=float, help="tile step size (as `pdac detect --step`)")
     b.add_argument("--json", help="also write all timings (or the equivalence results) to this file")
     e = b.add_argument_group("precision equivalence (fp32 vs bf16 results instead of timings)")
     e.add_argument("--precision-equivalence", action="store_true",
@@ -423,7 +434,7 @@ def cmd_study(args) -> int:
 def add_manifest_parser(sub) -> None:
     m = sub.add_parser("weights-manifest", help="check the model card (model.json; a template is written when "
                        "missing) and regenerate the SHA-256 manifest after changing weights")
-    m.add_argument("weights_dir")
+    m.add_argument("weights_dir", help="weights folder (holding model.json and the model folders)")
     m.set_defaults(func=cmd_manifest)
 
 
@@ -433,8 +444,10 @@ def cmd_manifest(args) -> int:
 
     card = ensure_model_card(Path(args.weights_dir))  # refuses (exit 4) a missing or incomplete card
     manifest = write_manifest(Path(args.weights_dir))
+    from pdac.log_safety import neutral
+
     print(f"{len(manifest['files'])} files hashed -> {Path(args.weights_dir) / 'manifest.json'} "
-          f"(model {card['name']} {card['version']}{', synthetic' if card['synthetic'] else ''})")
+          f"(model {neutral(card['name'])} {neutral(card['version'])}{', synthetic' if card['synthetic'] else ''})")
     return 0
 
 
@@ -452,7 +465,7 @@ def cmd_trainers_path(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdac", description="PDAC detection in contrast-enhanced CT (PANORAMA).")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     add_detect_parser(sub)
     add_merge_parser(sub)

@@ -24,6 +24,7 @@ def run_evaluation(detection_dirs: Sequence[str | Path], label_dir: str | Path, 
         raise UsageError("--bootstrap must be >= 0")
     if scan_dir is not None and not Path(scan_dir).is_dir():
         raise UsageError(f"--scans {scan_dir}: no such folder")
+    check_output_folder(out_dir, [*detection_dirs, label_dir])
     sets, labels = discover(detection_dirs, label_dir, likelihood_files, names)
     for s in sets:  # fail on bad likelihood files before the (long) evaluation
         if s.likelihoods_file:
@@ -44,3 +45,14 @@ def run_evaluation(detection_dirs: Sequence[str | Path], label_dir: str | Path, 
         links = write_case_pages(sets, labels, Path(scan_dir), Path(out_dir), report.data)
     write_report(report, out_dir, links)
     return report
+
+
+def check_output_folder(out_dir: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse a report folder that is an input folder or lies inside one: the next run would read the
+    report's files as detections or labels."""
+    out = Path(out_dir).resolve()
+    for folder in inputs:
+        source = Path(folder).resolve()
+        if out == source or source in out.parents:
+            raise UsageError(f"-o {out_dir}: the report folder must not be the input folder {folder} or lie "
+                             "inside it; choose another")

@@ -26,7 +26,7 @@ from pdac.infer.io import (
 )
 from pdac.infer.plausibility import pancreas_note
 from pdac.infer.provenance import overlay_label
-from pdac.infer.shards import LIKELIHOODS, shard_file_name
+from pdac.infer.shards import LIKELIHOODS, MAX_SHARDS, shard_file_name
 from pdac.infer.usage import peak_memory_gb
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ def parse_shard(text: str) -> tuple[int, int]:
         k, n = (int(v) for v in text.split("/"))
     except ValueError:
         raise UsageError(f"--shard expects K/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= k < n:
-        raise UsageError(f"--shard {text}: need 0 <= K < N")
+    if n < 1 or not 0 <= k < n or n > MAX_SHARDS:
+        raise UsageError(f"--shard {text}: need 0 <= K < N <= {MAX_SHARDS:,}")
     return k, n
 
 
@@ -57,12 +57,12 @@ def unusable_name(path: Path) -> str | None:
 
 def _check_merge_target(path: Path) -> None:
     """Refuse, before any work, a likelihood file that the per-case merges could not update."""
-    import json
+    from pdac.safe_read import read_json
 
-    if path.exists():
+    if path.exists() or path.is_symlink():
         try:
-            ok = isinstance(json.loads(path.read_text()), dict)
-        except (OSError, ValueError):
+            ok = isinstance(read_json(path, OutputError), dict)  # a FIFO is refused, not waited on
+        except OutputError:
             ok = False
         if not ok:
             raise OutputError(f"{path}: exists but is not a readable JSON object; cannot merge into it")
@@ -82,6 +82,9 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     one output folder at the same time without dropping each other's cases."""
     from pdac.infer.pipeline import Pipeline
 
+    for folder in inputs:  # the next run would read this run's detection maps as scans
+        if Path(folder).is_dir() and Path(folder).resolve() == out.resolve():
+            raise UsageError(f"-o {out}: the output folder must not be an input folder; choose another")
     found = find_cases([Path(p) for p in inputs])  # image files and DICOM series
     failures: dict[str, str] = {}
     usable = []
@@ -100,7 +103,7 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     if shard:
         k, n = shard
         scans = scans[k::n]
-    if not scans and not failures:
+    if not usable and not failures:
         raise UsageError("no input scans found (expected .mha, .nii.gz, .nii or .mhd files or DICOM series)")
     if dicom and scans and not any(isinstance(s, DicomSeries) for s in scans):
         raise UsageError("--dicom-out/--send: none of the inputs is a DICOM series")
@@ -109,6 +112,9 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
         dicom.check_destination()  # before the models are loaded: a refusal costs seconds, not a batch
     likelihood_file = out / (LIKELIHOODS if not shard else shard_file_name(*shard))
     _check_merge_target(likelihood_file)
+    if shard and not scans:  # more shards than cases: this one still leaves its (empty) file for `pdac merge`
+        merge_json_object(likelihood_file, {})
+        log.info("shard %d/%d: no cases (%d in all); wrote an empty %s", *shard, len(usable), likelihood_file.name)
     pipeline = Pipeline(config, weights) if scans else None
     done = 0
     html = DetectReport(out, pipeline.weights_dir, len(scans), shard, viewer) if report and pipeline else None
@@ -169,7 +175,8 @@ def detect_batch(inputs: list[str], out: Path, config: PipelineConfig, weights: 
     finally:  # also on Ctrl-C or SIGTERM: the report shows the cases done so far
         if html:
             html.finish(failures)
-    log.info("done: %d ok, %d failed%s", done, len(failures),
-             "".join(f"\n  {c}: {m}" for c, m in failures.items()))
+    log.info("done: %d ok, %d failed", done, len(failures))
+    for case, message in failures.items():  # one line each (case ids and messages come from inputs)
+        log.info("  %s: %s", case, message)
     sent_ok = dicom.finish() if dicom else True
     return 1 if failures else (0 if sent_ok else SendError.exit_code)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import time
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from pdac.errors import WeightsError
 from pdac.html.page import duration, png_data_uri, render
 from pdac.infer.io import write_text_atomic
+from pdac.safe_read import read_json
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,9 @@ def read_model_card(weights_dir: Path) -> dict[str, str]:
     path = Path(weights_dir) / MODEL_CARD
     if path.is_file():
         try:
-            card = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            log.warning("%s: unreadable model card (%s)", path, e)
+            card = read_json(path, WeightsError, max_bytes=1024 * 1024)
+        except WeightsError as e:
+            log.warning("unreadable model card (%s)", e)
         card = card if isinstance(card, dict) else {}
     synthetic = card.get("synthetic")
     return {

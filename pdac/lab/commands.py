@@ -8,22 +8,31 @@ from pathlib import Path
 from pdac.errors import UsageError
 
 
+def workers_count(text: str) -> int:
+    """argparse type of --workers: 1 to 256 processes (argparse refuses anything else, exit 2)."""
+    import argparse
+
+    if not text.strip().isdecimal() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 processes, got {text!r}")
+    return int(text)
+
+
 def add_synth_parser(sub) -> None:
     sy = sub.add_parser("synth", help="synthetic CT painted from real label maps (WORD, TotalSegmentator, AMOS, "
                                       "PanTS, AbdomenAtlas, PANORAMA), PANORAMA labels 0-6")
     sy.add_argument("--labelmaps", required=True, type=Path,
                     help="folder with one sub-folder per source (word/, totalsegmentator_dataset/, amos/, pants/, "
                          "abdomenatlas/, panorama/); see docs/synthetic-data.md")
-    sy.add_argument("-o", "--output", required=True, type=Path)
+    sy.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     sy.add_argument("-n", type=int, default=10, help="volumes to write")
     sy.add_argument("--split", choices=["train", "val", "test"], default="train",
                     help="draw subjects and lesion donors from this split of patients (by hash of the patient)")
-    sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--positive-fraction", type=float, default=0.5)
+    sy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sy.add_argument("--positive-fraction", type=float, default=0.5, help="share of volumes with a PDAC (0-1)")
     sy.add_argument("--sources", nargs="+", help="only these sources (default: every one found)")
     sy.add_argument("--strict", action="store_true", help="stop at the first map that cannot be used")
     sy.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N volumes")
-    sy.add_argument("--workers", type=int, default=1)
+    sy.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     sy.set_defaults(func=cmd_synth)
 
 
@@ -65,15 +74,16 @@ def cmd_real_scan(args) -> int:
 
 def add_phantom_parser(sub) -> None:
     ph = sub.add_parser("phantom", help="generate synthetic CECT phantoms with PANORAMA labels")
-    ph.add_argument("-o", "--output", required=True)
-    ph.add_argument("-n", type=int, default=10)
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("-o", "--output", required=True, help="output folder")
+    ph.add_argument("-n", type=int, default=10, help="phantoms to write (default 10)")
+    ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--size", choices=["small", "full", "large"], default="small",
                     help="small: ~2-3 mm voxels; full: 512 x 512 x 100-300; large: 512 x 512 x 400")
-    ph.add_argument("--positive-fraction", type=float, default=0.5)
-    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random")
+    ph.add_argument("--positive-fraction", type=float, default=0.5, help="share of phantoms with a PDAC (0-1)")
+    ph.add_argument("--orientation", choices=["random", "identity", "flipped", "oblique"], default="random",
+                    help="direction matrix of the scans (default: a random mix)")
     ph.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N cases")
-    ph.add_argument("--workers", type=int, default=1)
+    ph.add_argument("--workers", type=workers_count, default=1, help="parallel processes (default 1)")
     ph.set_defaults(func=cmd_phantom)
 
 
