@@ -120,7 +120,7 @@ def test_real_scan_scoring_is_exact_on_known_masks():
     reference = np.rint(sitk.GetArrayFromImage(ref_image)) == 7
     exact = score(reference, ref_image, ref_image, reference, ref_image, (0.0, 0.0, 0.0))
     assert exact["dice"] == 1.0 and exact["centroid_distance_mm"] == 0.0 and exact["crop_contains_reference"]
-    moved = ref_image.__class__(ref_image)
+    moved = sitk.Image(ref_image)
     moved.SetOrigin([o + d for o, d in zip(ref_image.GetOrigin(), (0.0, 0.0, 30.0), strict=True)])
     off = score(reference, moved, ref_image, reference, ref_image, (10.0, 10.0, 10.0))
     assert off["centroid_distance_mm"] == pytest.approx(30.0, abs=0.1)

@@ -287,8 +287,7 @@ def init_checkpoint(s: WorkflowSettings) -> Path | None:
 
     verified = verify_weights(s.stage2_init)
     lesion = verified.model("lesion")
-    name = next((f"{fold}/{c}" for c in INIT_PREFERENCE for fold in sorted({n.split("/")[0] for n in lesion.names})
-                 if f"{fold}/{c}" in lesion.names), None)
+    name = next((n for c in INIT_PREFERENCE for n in sorted(lesion.names) if n.endswith(f"/{c}")), None)
     if name is None:
         raise UsageError(f"{s.stage2_init}: no lesion checkpoint ({' or '.join(INIT_PREFERENCE)}) to start from")
     copy = s.work / "stage2_init.pth"
