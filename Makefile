@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PIP) install $(PIP_QUIET) -r requirements-torch.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install $(PIP_QUIET) -r requirements.txt -r requirements-torch.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, nnunetv2, SimpleITK, picai_eval, report_guided_annotation, evalutils, pdac"
+	$(PY) -c "import torch, nnunetv2, SimpleITK, picai_eval, report_guided_annotation, evalutils, highdicom, pynetdicom, pdac"
 	touch $@
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt
@@ -72,9 +72,15 @@ test-slow: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-## Retrain the demo weights from synthetic phantoms on the CPU (about 51 min on 2 idle cores; see README).
+## Demo weights: procedural phantoms first (the bundled recipe), then both stages on CT painted from real label maps
+## (LABELMAPS: one sub-folder per source, docs/synthetic-data.md), stage 2 starting from the phantom lesion model.
+LABELMAPS ?= ../shared/data/labelmaps
 demo-weights: $(STAMP)
-	$(PY) -m pdac.lab.demo_weights
+	$(PY) -m pdac.lab.demo_weights --phantoms --work work/demo-phantoms --out work/weights-phantoms \
+	    --stage1-epochs 60 --stage2-epochs 150
+	$(PY) -m pdac.lab.demo_weights --labelmaps $(LABELMAPS) --work work/demo --out work/weights-labelmaps \
+	    --stage2-init work/weights-phantoms
+	@echo "compare before replacing weights/: scripts/compare-demo-weights.sh weights work/weights-labelmaps"
 
 ## Container smoke test (needs docker, or podman + buildah; BASE_IMAGE may point at a local base).
 container-test:

@@ -27,6 +27,12 @@ class OutputError(PdacError):
     exit_code = 5
 
 
+class SendError(PdacError):
+    """DICOM objects could not be sent to, or did not all arrive at, an archive (C-STORE)."""
+
+    exit_code = 6
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived: unwind (removing temporaries and half-written outputs), then exit 128 +
     the signal's number. A BaseException, so that per-case `except Exception` handlers let it through."""

@@ -23,6 +23,12 @@ class Label(IntEnum):
 _DISPLAY = {Label.BACKGROUND: "background", Label.PDAC: "PDAC", Label.VEINS: "veins", Label.ARTERIES: "arteries",
             Label.PANCREAS: "pancreas", Label.PANCREATIC_DUCT: "pancreatic duct", Label.COMMON_BILE_DUCT: "CBD"}
 
+# Each label's colour in the PNG previews and the case viewer pages (matplotlib's red, royalblue, orange, lime,
+# yellow and magenta).
+DISPLAY_COLOURS: dict[Label, str] = {Label.PDAC: "#ff0000", Label.VEINS: "#4169e1", Label.ARTERIES: "#ffa500",
+                                     Label.PANCREAS: "#00ff00", Label.PANCREATIC_DUCT: "#ffff00",
+                                     Label.COMMON_BILE_DUCT: "#ff00ff"}
+
 # Labels that belong to the pancreas (stage 1 is trained on their union).
 PANCREAS_LABELS: tuple[int, ...] = (int(Label.PDAC), int(Label.PANCREAS), int(Label.PANCREATIC_DUCT))
 

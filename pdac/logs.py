@@ -8,7 +8,7 @@ import sys
 # Third-party loggers kept at WARNING. torch's are filtered at the handler instead of by level: importing
 # torch resets its loggers' levels, and its exit hooks log at INFO (e.g. FakeTensor cache stats) after the
 # entry point's one-line error, which must stay the last stderr line (what Grand Challenge shows).
-QUIET = ("matplotlib", "PIL", "numexpr")
+QUIET = ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom")
 FILTERED = ("torch",)
 
 
@@ -24,3 +24,6 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_not_third_party_chatter)
+    from pdac.log_safety import install
+
+    install()  # input text in log arguments cannot forge lines (control characters escaped)

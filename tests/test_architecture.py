@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer;
+"""The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer ->
+html -> shared, and infer -> dicom -> shared; html holds the HTML pages that infer and evaluation both make;
 serve, GC's delivery adapter, -> infer).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
@@ -14,12 +15,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pdac"
 # Which rooms each room may import from (besides itself).
 ALLOWED = {
     "shared": set(),  # config, labels, errors
-    "infer": {"shared"},
-    "train": {"shared", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
-    "evaluation": {"shared", "infer"},
+    "html": {"shared"},  # page skeleton and case viewer: below both of its users, speaks images and numbers
+    "dicom": {"shared"},  # DICOM out (SEG, SR, C-STORE): speaks DICOM, knows nothing of the pipeline
+    "infer": {"shared", "html", "dicom"},
+    "train": {"shared", "html", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
+    "evaluation": {"shared", "html", "infer"},
     "serve": {"shared", "infer"},  # GC's exec and invoke adapters over the pipeline; nothing below imports them
-    "lab": {"shared", "infer", "train", "evaluation"},
-    "cli": {"shared", "infer", "train", "evaluation", "lab", "serve"},
+    "lab": {"shared", "html", "infer", "train", "evaluation"},
+    "cli": {"shared", "html", "infer", "train", "evaluation", "lab", "dicom", "serve"},
 }
 
 
@@ -108,6 +111,9 @@ def test_the_graph_is_real(graph):
     assert "pdac.infer.models" in graph["pdac.infer.pipeline"]
     assert room("pdac.infer.pipeline") == "infer" and room("pdac.config") == "shared"
     assert room("pdac.cli") == "cli" and room("pdac.lab.study") == "lab"
+    assert room("pdac.html.viewer") == "html" and "pdac.html.viewer" in graph["pdac.infer.case_viewer"]
+    assert "pdac.html.page" in graph["pdac.evaluation.html_report"]
+    assert room("pdac.dicom.seg") == "dicom" and "pdac.dicom.seg" in graph["pdac.dicom.outputs"]
     assert "pdac.serve.gc_case" in graph["pdac.serve.server"] and room("pdac.serve.server") == "serve"
 
 

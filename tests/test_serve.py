@@ -204,22 +204,25 @@ def test_cases_in_a_row_match_process_py(server, cases, tmp_path):
 
 
 def test_invoke_refuses_a_second_case_while_one_runs(server, cases):
+    """Two requests at once: one runs the case (201), the other is refused (409), whichever arrives first."""
     server.point(cases["tiny1"])
     results = []
-    first = threading.Thread(target=lambda: results.append(request(f"{server.base}/invoke", "POST")))
-    first.start()
-    busy = None
-    for _ in range(200):  # until the first request is in flight
-        status, body = request(f"{server.base}/invoke", "POST")
-        if status == 409:
-            busy = body
-            break
-        time.sleep(0.01)
-    first.join(timeout=900)
-    assert results and results[0][0] == 201
-    if busy is None:
-        pytest.skip("the case finished before a second request could overlap it")
-    assert "one case at a time" in busy["error"]
+    start = threading.Barrier(2)
+
+    def post():
+        start.wait()
+        results.append(request(f"{server.base}/invoke", "POST"))
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    statuses = sorted(status for status, _ in results)
+    if statuses == [201, 201]:
+        pytest.skip("the first case finished before the second request arrived")
+    assert statuses == [201, 409], results
+    assert "one case at a time" in next(body for status, body in results if status == 409)["error"]
 
 
 def test_sigterm_between_cases_stops_at_once_with_exit_0(server):

@@ -4,7 +4,6 @@ and a check that every map lies on its label's grid (headers only, before any pi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import SimpleITK as sitk
 
 from pdac.errors import InputError, UsageError
 from pdac.infer.io import case_id, image_suffix
+from pdac.safe_read import read_json
 
 DETECTION_SUFFIX = "_detection_map"
 GC_MAP_FOLDER = Path("images") / "pdac-detection-map"
@@ -96,12 +96,9 @@ def load_likelihoods(path: Path, cases: Sequence[str]) -> dict[str, float]:
     """Patient likelihoods for `cases` from a `{case: float}` JSON (`pdac detect`) or a bare number (GC layout,
     only for a single case). Extra cases in the file are ignored; missing ones are an error."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such likelihoods file") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable JSON file ({str(e).splitlines()[0]})") from None
+    if not path.exists():
+        raise InputError(f"{path}: no such likelihoods file")
+    data = read_json(path, InputError)  # a regular file, strict JSON, bounded size and nesting depth
     if isinstance(data, int | float) and not isinstance(data, bool):
         if len(cases) != 1:
             raise UsageError(f"{path}: a bare likelihood fits a single case, but the detections hold {len(cases)}")
@@ -114,8 +111,9 @@ def load_likelihoods(path: Path, cases: Sequence[str]) -> dict[str, float]:
     out = {}
     for c in cases:
         value = data[c]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InputError(f"{path}: likelihood of {c} is not a finite number: {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or not 0 <= value <= 1:  # as `pdac merge` refuses
+            raise InputError(f"{path}: likelihood of {c} is not a number in [0, 1]: {str(value)[:40]}")
         out[c] = float(value)
     return out
 

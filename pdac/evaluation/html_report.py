@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 
-from pdac.infer.html_page import png_data_uri, render
+from pdac.html.page import png_data_uri, render
 
 PLOT_TITLES = {"roc": "Patient ROC", "pr": "Lesion precision-recall", "froc": "Lesion FROC"}
 
@@ -52,7 +52,8 @@ TEMPLATE = """{% extends "page.html" %}
 <h2>Cases, worst first</h2>
 <p class="note">Worst: the largest patient error (1 - likelihood for a case with PDAC, the likelihood for one
   without), then the most missed lesions and false positives. Hits: lesions matched by a candidate with
-  IoU &ge; 0.1. Click a column header to sort.</p>
+  IoU &ge; 0.1. Click a column header to sort{% if case_links %}; click a case to open its viewer (the scan with
+  the reference label and the detection maps, three planes, the lesions){% endif %}.</p>
 {% for name, outcomes in cases %}
 <details{% if loop.first %} open{% endif %}>
 <summary><h3 style="display: inline">{{ name }}</h3> <span class="muted">({{ outcomes|length }} cases)</span>
@@ -72,7 +73,8 @@ TEMPLATE = """{% extends "page.html" %}
 <tbody>
 {% for o in outcomes %}
 <tr{% if o.target %} class="positive"{% endif %}>
-  <td>{{ o.case }}</td>
+  <td>{% if o.case in case_links %}<a href="{{ case_links[o.case] }}" title="open the case viewer">{{ o.case }}</a>
+    {%- else %}{{ o.case }}{% endif %}</td>
   <td class="label">{{ "PDAC" if o.target else "no PDAC" }}</td>
   <td class="num" data-value="{{ o.prediction }}">{{ o.prediction|number }}</td>
   <td class="num">{{ o.lesions }}</td>
@@ -93,9 +95,11 @@ TEMPLATE = """{% extends "page.html" %}
 
 def evaluation_html(title: str, method: str, labels: str, metrics: tuple[list[str], list[list[str]]],
                     comparison: tuple[str, list[str], list[list[str]]] | None,
-                    cases: Mapping[str, Sequence], plots: Mapping[str, bytes]) -> str:
+                    cases: Mapping[str, Sequence], plots: Mapping[str, bytes],
+                    case_links: Mapping[str, str] | None = None) -> str:
     """The page. `metrics`: (header, rows); `comparison`: (reference set, header, rows) or None; `cases`:
-    {set name: case outcomes, worst first}; `plots`: {"roc" | "pr" | "froc": PNG bytes}."""
+    {set name: case outcomes, worst first}; `plots`: {"roc" | "pr" | "froc": PNG bytes}; `case_links`: {case:
+    link to its viewer page}."""
     reference, comparison_header, comparison_rows = comparison or ("", [], [])
     return render(
         TEMPLATE, title=title, method=method, labels=labels,
@@ -103,4 +107,4 @@ def evaluation_html(title: str, method: str, labels: str, metrics: tuple[list[st
         metrics_header=metrics[0], metrics_rows=metrics[1], reference=reference,
         comparison_header=comparison_header, comparison_rows=comparison_rows,
         plots=[(name, png_data_uri(plots[name])) for name in PLOT_TITLES if name in plots],
-        plot_titles=PLOT_TITLES, cases=list(cases.items()))
+        plot_titles=PLOT_TITLES, cases=list(cases.items()), case_links=dict(case_links or {}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -252,8 +252,9 @@ def build_report(results: Sequence[SetResult], label_dir: str = "", n_bootstrap:
     return EvaluationReport(data, summary_markdown(data), list(results))
 
 
-def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
-    """summary.md, metrics.json, roc.png, pr.png, froc.png and report.html in `out_dir`."""
+def write_report(report: EvaluationReport, out_dir: str | Path, case_links: Mapping[str, str] | None = None) -> None:
+    """summary.md, metrics.json, roc.png, pr.png, froc.png and report.html in `out_dir` (`case_links`: {case: link
+    to its viewer page})."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,11 +263,11 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
         raise OutputError(f"cannot write to {out_dir}: {e.strerror or e}") from None
     write_json_atomic(report.data, out_dir / "metrics.json")
     pngs = save_plots(report.results, out_dir)
-    write_text_atomic(report_html(report.data, pngs), out_dir / REPORT_HTML)
+    write_text_atomic(report_html(report.data, pngs, case_links), out_dir / REPORT_HTML)
 
 
-def report_html(data: dict, pngs: dict[str, bytes]) -> str:
+def report_html(data: dict, pngs: dict[str, bytes], case_links: Mapping[str, str] | None = None) -> str:
     sets = data["sets"]
     comparison = (sets[0]["name"], COMPARISON_HEADER, comparison_table(data)) if data["comparisons"] else None
     return evaluation_html(title_line(data), method_line(data), data["labels"], metric_table(data), comparison,
-                           {s["name"]: case_outcomes(s) for s in sets}, pngs)
+                           {s["name"]: case_outcomes(s) for s in sets}, pngs, case_links or {})

@@ -51,14 +51,29 @@ def candidates(probability: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarra
     return detection, indexed
 
 
+def lesion_labels(detection: np.ndarray) -> np.ndarray:
+    """The candidates of a detection map as an int32 label volume: label i is the i-th entry of `lesion_list`
+    (most likely first; a candidate = a 26-connected region of non-zero voxels)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(detection > 0, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return labels.astype(np.int32)
+    peaks = ndimage.maximum(detection, labels, index=np.arange(1, n + 1))
+    order = sorted(range(n), key=lambda i: -round(float(peaks[i]), 6))  # stable: ties keep scan order
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[np.asarray(order) + 1] = np.arange(1, n + 1, dtype=np.int32)
+    return relabel[labels]
+
+
 def lesion_list(detection: np.ndarray, grid: sitk.Image, offset_xyz=(0, 0, 0)) -> list[Lesion]:
-    """One entry per candidate of a detection map on `grid`, most likely first. `offset_xyz` is the
-    grid's index offset in the full scan (a crop's region start), for the bounding boxes."""
+    """One entry per candidate of a detection map on `grid`, most likely first (the order of `lesion_labels`).
+    `offset_xyz` is the grid's index offset in the full scan (a crop's region start), for the bounding boxes."""
     from scipy import ndimage
 
     a, origin = index_to_world_matrix(grid)
     voxel_mm3 = float(np.prod(grid.GetSpacing()))
-    labels, _ = ndimage.label(detection > 0, structure=np.ones((3, 3, 3)))
+    labels = lesion_labels(detection)
     out = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -75,4 +90,4 @@ def lesion_list(detection: np.ndarray, grid: sitk.Image, offset_xyz=(0, 0, 0)) -
             bbox_index_xyz=[start, stop],
             voxels=int(region.sum()),
         ))
-    return sorted(out, key=lambda le: -le.likelihood)
+    return out

@@ -1,7 +1,8 @@
 """`pdac detect --report`: report.html in the output folder, one self-contained page for the whole batch.
 
 A summary line (cases, failures, model card, pdac version, date, times), the cases sorted by likelihood
-(sortable by any column), each with its overlay thumbnail (click to enlarge), and the failed cases with their
+(sortable by any column), each with its overlay thumbnail (click to enlarge) and a link to its viewer page
+(`cases/<case>.html`, pdac.infer.case_viewer, written as the case finishes), and the failed cases with their
 error. `DetectReport` collects the cases as the batch runs; `write` renders and replaces the file atomically, so
 the batch can call it at the end and when it is interrupted."""
 
@@ -9,21 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import time
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from pdac.infer.html_page import duration, png_data_uri, render
+from pdac.errors import WeightsError
+from pdac.html.page import duration, png_data_uri, render
 from pdac.infer.io import write_text_atomic
+from pdac.safe_read import read_json
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
 MODEL_CARD = "model.json"
 UNKNOWN = "unknown"
+SYNTHETIC_WARNING = "These weights were trained on synthetic phantoms: the likelihoods say nothing about patients."
 
 TEMPLATE = """{% extends "page.html" %}
 {% block title %}pdac detect: {{ n_done }} of {{ n_total }} cases{% endblock %}
@@ -40,12 +43,13 @@ TEMPLATE = """{% extends "page.html" %}
   before the run stopped; this report shows those.</p>
 {% endif %}
 {% if model.synthetic == "yes" %}
-<p class="warn">These weights were trained on synthetic phantoms: the likelihoods say nothing about patients.</p>
+<p class="warn">{{ synthetic_warning }}</p>
 {% endif %}
 
 <h2>Cases, most suspicious first</h2>
 <p class="note">Click a column header to sort; click a thumbnail to enlarge it (axial and coronal views through
-  the most suspicious candidate, detection map over the CT).</p>
+  the most suspicious candidate, detection map over the CT); click a case to open its viewer (three planes,
+  scrolling, the lesion list).</p>
 <table class="sortable" id="cases">
 <thead><tr>
   <th data-sort="text">case</th>
@@ -62,7 +66,8 @@ TEMPLATE = """{% extends "page.html" %}
 <tbody>
 {% for e in entries %}
 <tr>
-  <td>{{ e.case }}</td>
+  <td>{% if e.viewer %}<a href="{{ e.viewer }}" title="open the case viewer">{{ e.case }}</a>{% else %}{{ e.case }}
+    {% endif %}</td>
   <td>{% if e.overlay %}<details class="overlay"><summary><img src="{{ e.overlay }}"
       alt="{{ e.case }}: axial and coronal views"></summary></details>{% else %}<span class="muted">–</span>
       {% endif %}</td>
@@ -110,6 +115,7 @@ class CaseEntry:
     files: list[tuple[str, str]]  # (link text, name in the output folder)
     overlay: str | None  # data URI
     seconds: float
+    viewer: str | None = None  # link to the case's viewer page
 
     @property
     def plausible(self) -> str:
@@ -144,9 +150,9 @@ def read_model_card(weights_dir: Path) -> dict[str, str]:
     path = Path(weights_dir) / MODEL_CARD
     if path.is_file():
         try:
-            card = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            log.warning("%s: unreadable model card (%s)", path, e)
+            card = read_json(path, WeightsError, max_bytes=1024 * 1024)
+        except WeightsError as e:
+            log.warning("unreadable model card (%s)", e)
         card = card if isinstance(card, dict) else {}
     synthetic = card.get("synthetic")
     return {
@@ -170,9 +176,11 @@ class _WarningRecorder(logging.Handler):
 class DetectReport:
     """Collects the cases of a `pdac detect` run; `write` renders report.html (atomically, any number of times)."""
 
-    def __init__(self, out: Path, weights_dir: Path, total_cases: int, shard: tuple[int, int] | None = None):
+    def __init__(self, out: Path, weights_dir: Path, total_cases: int, shard: tuple[int, int] | None = None,
+                 viewer: bool = True):
         self.out = Path(out)
         self.path = self.out / (REPORT_NAME if not shard else f"report.shard{shard[0]}of{shard[1]}.html")
+        self.viewer = viewer
         self.weights_dir = Path(weights_dir)
         self.model = read_model_card(weights_dir)
         self.total_cases = total_cases
@@ -188,8 +196,10 @@ class DetectReport:
         self._recorder.messages.clear()
         self._case_started = time.perf_counter()
 
-    def add(self, case: str, scan: sitk.Image, detection_map: sitk.Image, record: dict) -> None:
-        """A case is done; `record` is what its lesion list (`<case>_lesions.json`) holds."""
+    def add(self, case: str, scan: sitk.Image, detection_map: sitk.Image, record: dict,
+            pancreas_mask: sitk.Image | None = None) -> None:
+        """A case is done; `record` is what its lesion list (`<case>_lesions.json`) holds, `pancreas_mask` stage 1's
+        mask (for the viewer page)."""
         volumes = [le["volume_mm3"] for le in record.get("lesions", [])]
         warnings = [m[len(case) + 2:] if m.startswith(f"{case}: ") else m for m in self._recorder.messages]
         extra = record.get("warnings")
@@ -204,12 +214,34 @@ class DetectReport:
             overlay = None
         files = (("map", f"{case}_detection_map.mha"), ("lesions", f"{case}_lesions.json"),
                  ("overlay", f"{case}_overlay.png"))
+        viewer = self._viewer_page(case, scan, detection_map, record, pancreas_mask, warnings) if self.viewer else None
         self.entries.append(CaseEntry(
             case=case, likelihood=float(record["likelihood"]), candidates=len(volumes),
             largest_ml=max(volumes) / 1000 if volumes else None, pancreas_found=bool(record.get("pancreas_found")),
             plausibility=record.get("pancreas"), warnings=warnings,
             files=[(k, n) for k, n in files if (self.out / n).is_file()], overlay=overlay,
-            seconds=time.perf_counter() - self._case_started))
+            seconds=time.perf_counter() - self._case_started, viewer=viewer))
+
+    def _viewer_page(self, case: str, scan: sitk.Image, detection_map: sitk.Image, record: dict,
+                     pancreas_mask: sitk.Image | None, warnings: list[str]) -> str | None:
+        """Write `cases/<case>.html`; its link (None when it could not be made: the case itself is done)."""
+        from pdac.infer.case_viewer import detect_case_page, page_href, page_name
+
+        try:
+            page = detect_case_page(case, scan, detection_map, record, pancreas_mask, warnings,
+                                    banners=[SYNTHETIC_WARNING] if self.model["synthetic"] == "yes" else [],
+                                    report_href=f"../{self.path.name}")
+            path = self.out / page_name(case)
+            path.parent.mkdir(exist_ok=True)
+            write_text_atomic(page.html, path)
+        except Exception as e:  # noqa: BLE001 - a viewer page must not fail a case whose outputs are written
+            log.warning("%s: no viewer page (%s: %s)", case, type(e).__name__, e)
+            return None
+        stats = page.stats
+        log.info("%s: viewer page %s (%.1f MB, %s voxels%s)", case, path, stats.size_bytes / 1e6,
+                 "x".join(map(str, stats.grid_size)),
+                 "" if stats.factors == (1, 1, 1) else f", shrunk {'x'.join(map(str, stats.factors))}")
+        return page_href(case)
 
     def html(self, failures: dict[str, str]) -> str:
         entries = sorted(self.entries, key=lambda e: (-e.likelihood, e.case))
@@ -219,7 +251,7 @@ class DetectReport:
             n_total=self.total_cases, interrupted=processed < self.total_cases, model=self.model,
             weights=str(self.weights_dir), date=self.date, total_time=duration(time.perf_counter() - self.started),
             per_case_time=duration(sum(e.seconds for e in entries) / len(entries)) if entries else "",
-            show_plausibility=any(e.plausibility is not None for e in entries))
+            show_plausibility=any(e.plausibility is not None for e in entries), synthetic_warning=SYNTHETIC_WARNING)
 
     def write(self, failures: dict[str, str]) -> Path:
         """Render and atomically replace report.html."""

@@ -12,7 +12,6 @@ Each skip or refusal is one log line.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import SimpleITK as sitk
 
 from pdac.errors import InputError
 from pdac.infer.io import MAX_VOXELS, case_id, find_images, image_suffix, read_image, shown, utf8_name
+from pdac.safe_read import walk
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _series_in(folder: Path) -> tuple[list[DicomSeries], int]:
 def find_dicom_series(root: Path) -> list[DicomSeries]:
     """Every DICOM image series in `root` and its subfolders (hidden folders excepted)."""
     series: list[DicomSeries] = []
-    for folder, subfolders, _ in os.walk(root):
+    for folder, subfolders, _ in walk(root):  # bounded depth, no recursion
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         found, ignored = _series_in(Path(folder))
         series.extend(found)

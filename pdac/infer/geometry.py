@@ -11,6 +11,43 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+# A scanner's patient coordinates lie within a few metres of its isocentre; beyond a kilometre the origin is
+# corrupt, and near float64's range the world <-> index arithmetic loses every millimetre (an origin of 1e308
+# turned a 0.999 scan into likelihood 0.0).
+MAX_ABS_ORIGIN_MM = 1_000_000.0
+DIRECTION_TOLERANCE = 0.01  # |D^T D - I|: a direction matrix is a rotation (or reflection), not a shear
+
+
+def geometry_problem(origin, spacing, direction) -> str | None:
+    """Why an image's physical geometry is unusable (None when it is usable): non-finite numbers, an
+    absurd origin, a non-positive spacing, or a direction matrix that is not orthonormal."""
+    origin, spacing = np.asarray(origin, dtype=np.float64), np.asarray(spacing, dtype=np.float64)
+    direction = np.asarray(direction, dtype=np.float64)
+    values = {"origin": origin, "spacing": spacing, "direction": direction}
+    for what, v in values.items():
+        if not np.all(np.isfinite(v)):
+            return f"non-finite {what} {_short(v)}"
+    if np.abs(origin).max(initial=0.0) > MAX_ABS_ORIGIN_MM:
+        return f"absurd origin {_short(origin)} mm (beyond {MAX_ABS_ORIGIN_MM:g} mm)"
+    if spacing.min(initial=1.0) <= 0:
+        return f"invalid voxel spacing {_short(spacing)}"
+    n = int(round(np.sqrt(direction.size)))
+    if n * n != direction.size or np.abs(direction.reshape(n, n).T @ direction.reshape(n, n) - np.eye(n)).max() \
+            > DIRECTION_TOLERANCE:
+        return f"direction matrix {_short(direction)} is not orthonormal"
+    return None
+
+
+def _short(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.6g}" for x in np.ravel(v)) + ")"
+
+
+def check_geometry(image: sitk.Image, name: str, error: type[Exception]) -> None:
+    """Refuse (`error`, one line) an image whose origin, spacing or direction is unusable."""
+    problem = geometry_problem(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+    if problem:
+        raise error(f"{name}: {problem}")
+
 
 @dataclass(frozen=True)
 class Region:

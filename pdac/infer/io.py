@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pdac.errors import InputError, OutputError
+from pdac.infer.geometry import check_geometry
 from pdac.infer.metaimage import check_metaimage
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
@@ -107,8 +108,7 @@ def read_image(path: Path, dtype=sitk.sitkFloat32) -> sitk.Image:
         raise InputError(f"{name}: unsupported pixel type {image.GetPixelIDTypeAsString()} (need a numeric scalar)")
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    if min(image.GetSpacing()) <= 0 or not np.all(np.isfinite(image.GetSpacing())):
-        raise InputError(f"{name}: invalid voxel spacing {image.GetSpacing()}")
+    check_geometry(image, name, InputError)  # finite, sane origin, positive spacing, orthonormal direction
     return sitk.Cast(image, dtype) if dtype is not None and image.GetPixelID() != dtype else image
 
 
@@ -230,11 +230,13 @@ def merge_json_object(path: Path, entries: dict) -> dict:
     path = Path(path)
     with locked(path.parent / f".{path.name}.lock"):
         merged = {}
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            from pdac.safe_read import read_json
+
             try:
-                merged = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise OutputError(f"{path}: cannot merge into it ({e}); move it away") from None
+                merged = read_json(path, OutputError)  # a FIFO is refused, not waited on
+            except OutputError as e:
+                raise OutputError(f"cannot merge into it ({e}); move it away") from None
             if not isinstance(merged, dict):
                 raise OutputError(f"{path}: cannot merge into it (not a JSON object); move it away")
         merged.update(entries)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -22,8 +21,9 @@ import SimpleITK as sitk
 import torch
 
 from pdac.config import ModelConfig
-from pdac.errors import WeightsError
+from pdac.errors import UsageError, WeightsError
 from pdac.infer.weights import ModelFiles, is_plain_name
+from pdac.safe_read import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("device 'cuda' requested but CUDA is not available")
+        raise UsageError("runtime.device = 'cuda' (--device cuda) but CUDA is not available on this machine; "
+                         "use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise WeightsError(f"unknown device {name!r} (auto, cpu or cuda)")
+        raise UsageError(f"runtime.device: unknown device {name!r} (auto, cpu or cuda)")
     return torch.device(name)
 
 
@@ -162,6 +163,11 @@ class Model:
         return self.predictor.configuration_manager
 
     @property
+    def num_outputs(self) -> int:
+        """Output channels of the network (background included)."""
+        return int(self.predictor.label_manager.num_segmentation_heads)
+
+    @property
     def spacing_xyz(self) -> tuple[float, float, float]:
         """The spacing nnU-Net resamples its input to, in SimpleITK's (x, y, z) order."""
         zyx = [0.0, 0.0, 0.0]
@@ -173,10 +179,7 @@ class Model:
 def _json(files: ModelFiles, name: str) -> dict:
     if name not in files.names:
         raise WeightsError(f"weights file missing: {files.folder / name}")
-    try:
-        data = json.loads(files.read_bytes(name))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{files.folder / name}: not valid JSON ({str(e)[:100]})") from None
+    data = loads_json(files.read_bytes(name), str(files.folder / name), WeightsError)  # bounded nesting depth
     if not isinstance(data, dict):
         raise WeightsError(f"{files.folder / name}: expected a JSON object")
     return data

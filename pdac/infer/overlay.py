@@ -12,10 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from pdac.labels import Label  # noqa: E402
+from pdac.labels import DISPLAY_COLOURS  # noqa: E402
 
-LABEL_COLOURS = {Label.PDAC: "red", Label.VEINS: "royalblue", Label.ARTERIES: "orange", Label.PANCREAS: "lime",
-                 Label.PANCREATIC_DUCT: "yellow", Label.COMMON_BILE_DUCT: "magenta"}
+LABEL_COLOURS = DISPLAY_COLOURS
 
 
 def _radiological(image: sitk.Image) -> sitk.Image:

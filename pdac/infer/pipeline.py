@@ -15,11 +15,12 @@ import SimpleITK as sitk
 import torch
 
 from pdac.config import LimitsConfig, ModelConfig, PipelineConfig
-from pdac.errors import InputError
+from pdac.errors import InputError, UsageError
 from pdac.infer.candidates import Lesion, candidates, lesion_list
 from pdac.infer.geometry import (
     Region,
     centred_region,
+    check_geometry,
     copy_geometry,
     crop,
     crop_region_around_mask,
@@ -48,6 +49,7 @@ class CaseResult:
     crop: Region
     seconds: dict[str, float] = field(default_factory=dict)
     pancreas: dict = field(default_factory=dict)  # stage-1 plausibility (plausibility.PancreasCheck.record())
+    pancreas_mask: sitk.Image | None = None  # stage 1's mask (uint8, on its low-resolution grid), as found
 
 
 def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
@@ -59,9 +61,8 @@ def sanitize(scan: sitk.Image, name: str = "scan") -> sitk.Image:
         raise InputError(f"{name}: {size[0]}x{size[1]}x{size[2]} voxels exceeds the limit of {MAX_VOXELS:,}")
     if min(size) < 2:
         raise InputError(f"{name}: image too small ({size[0]}x{size[1]}x{size[2]} voxels)")
+    check_geometry(scan, name, InputError)  # every source (files, DICOM, process.py) passes here
     spacing = np.asarray(scan.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or spacing.min() <= 0:
-        raise InputError(f"{name}: invalid voxel spacing {tuple(spacing)}")
     if spacing.min() < 0.05 or spacing.max() > 50:
         raise InputError(f"{name}: implausible voxel spacing {tuple(np.round(spacing, 4))} mm")
     scan = sitk.Cast(scan, sitk.sitkFloat32) if scan.GetPixelID() != sitk.sitkFloat32 else scan
@@ -111,6 +112,7 @@ def check_stage2_work(scan: sitk.Image, region: Region, lesion_model: Model, lim
 class Pipeline:
     def __init__(self, config: PipelineConfig, weights: str | None = None):
         self.config = config
+        self.device = resolve_device(config.runtime.device)  # a usage error, before the weights are read
         self.weights_dir, why = find_weights_dir(weights)
         log.info("using weights %s (%s)", self.weights_dir, why)
         needed = [f"{m}/{f}" for m in (config.stage1.model, config.stage2.model)
@@ -119,7 +121,6 @@ class Pipeline:
         # unpickled, and hashed again as it is read (pdac.infer.weights).
         verified = verify_weights(self.weights_dir, needed)
         self.provenance = weights_provenance(self.weights_dir, config)  # model card, manifest hash, config
-        self.device = resolve_device(config.runtime.device)
         if config.runtime.threads > 0:
             torch.set_num_threads(config.runtime.threads)
         log.info("device: %s", torch.cuda.get_device_name(self.device) + " (cuda)" if self.device.type == "cuda"
@@ -134,6 +135,10 @@ class Pipeline:
         training snapshot)."""
         self.lesion_model = load_model(files, cfg, self.device)
         self.lesion_model.precision = self.precision
+        outputs = self.lesion_model.num_outputs
+        if getattr(cfg, "lesion_channel", 1) >= outputs:
+            raise UsageError(f"config stage2.lesion_channel = {cfg.lesion_channel}: the lesion model "
+                             f"{files.folder.name!r} has outputs 0..{outputs - 1} (0 is background)")
 
     def run(self, scan: sitk.Image, name: str = "scan") -> CaseResult:
         cfg = self.config
@@ -149,6 +154,7 @@ class Pipeline:
         scan = sanitize(scan, name)
         check_stage1_work(scan, cfg.stage1.spacing_mm, self.pancreas_model, cfg.limits, name)
         low_grid, pancreas_mask = segment_pancreas(self.pancreas_model, scan, cfg.stage1.spacing_mm)
+        stage1_mask = copy_geometry(pancreas_mask.astype(np.uint8), low_grid)  # for viewers, before any fallback
         lap("stage1")
         pancreas = assess_pancreas(scan, low_grid, pancreas_mask, cfg.plausibility, name)
         if pancreas.found and not pancreas.plausible and cfg.plausibility.action == "fallback":
@@ -173,4 +179,5 @@ class Pipeline:
         likelihood = float(np.clip(detection_roi.max(initial=0.0), 0.0, 1.0))
         detection_map = copy_geometry(detection, scan)
         lap("postprocess")
-        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record())
+        return CaseResult(detection_map, likelihood, lesions, pancreas_found, region, seconds, pancreas.record(),
+                          stage1_mask)

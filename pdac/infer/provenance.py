@@ -18,6 +18,7 @@ from typing import Any
 
 from pdac.config import PipelineConfig
 from pdac.errors import WeightsError
+from pdac.safe_read import loads_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ def card_problems(card: Any) -> list[str]:
 def load_card(path: Path) -> dict[str, Any]:
     """Read and check a model card; WeightsError (one line) if unreadable or incomplete."""
     try:
-        card = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: cannot read the model card ({e})") from None
+        card = read_json(path, WeightsError, max_bytes=1024 * 1024)  # regular file, bounded size and depth
+    except WeightsError as e:
+        raise WeightsError(f"cannot read the model card: {e}") from None
     problems = card_problems(card)
     if problems:
         raise WeightsError(f"{path}: model card incomplete, fill in: {', '.join(problems)}")
@@ -116,7 +117,7 @@ def weights_provenance(weights_dir: Path, config: PipelineConfig) -> dict[str, A
     but not listed in the manifest is refused (it could say anything)."""
     weights_dir = Path(weights_dir)
     manifest_bytes = (weights_dir / MANIFEST).read_bytes()
-    listed = json.loads(manifest_bytes).get("files", {})
+    listed = loads_json(manifest_bytes, str(weights_dir / MANIFEST), WeightsError).get("files", {})
     card_path = weights_dir / MODEL_CARD
     model = None
     if card_path.exists():

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from pdac.config import REPO_ROOT
 from pdac.errors import WeightsError
+from pdac.safe_read import check_depth, loads_json, walk
 
 MANIFEST = "manifest.json"
 # GC mounts an uploaded model tarball here. PDAC_GC_MODEL_DIR moves it: a test hook only (tests cannot
@@ -75,7 +76,7 @@ def sha256(path: Path) -> str:
 
 
 def _tracked_files(weights_dir: Path) -> list[Path]:
-    return sorted(p for p in weights_dir.rglob("*")
+    return sorted(p for p in (Path(d) / f for d, _, files in walk(weights_dir, WeightsError) for f in files)
                   if p.is_file() and p.name != MANIFEST and p.name.endswith(HASHED_SUFFIXES))
 
 
@@ -149,7 +150,7 @@ def unverified_model_folder(folder: Path) -> ModelFiles:
     Only for folders you produced yourself: nothing is checked."""
     folder = Path(folder)
     names = []
-    for dirpath, _, filenames in os.walk(folder, onerror=_unlistable(folder, folder)):
+    for dirpath, _, filenames in walk(folder, WeightsError, onerror=_unlistable(folder, folder)):
         rel_dir = Path(dirpath).relative_to(folder)
         names.extend((rel_dir / f).as_posix() for f in filenames)
     return ModelFiles(folder, frozenset(names), lambda rel: _read_file(folder / rel, folder / rel))
@@ -204,7 +205,7 @@ def _scan_folder(folder: Path, root: Path) -> list[str]:
     """Names (relative to `root`) of every regular *.pth file in the folder. Refuses folders that cannot
     be listed and symlinks that leave the folder (checkpoints behind them would escape the manifest)."""
     checkpoints = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable(folder, root), followlinks=False):
+    for dirpath, dirnames, filenames in walk(root, WeightsError, onerror=_unlistable(folder, root)):
         here = Path(dirpath)
         for name in dirnames + filenames:
             entry = here / name
@@ -231,11 +232,16 @@ def _read_manifest(folder: Path, root: Path) -> dict[str, str]:
     if not os.path.lexists(root / MANIFEST):
         raise WeightsError(f"{manifest_path}: missing checksum manifest (create it with `pdac weights-manifest`)")
     real = _real_path_inside(root, MANIFEST, manifest_path)
+    data = _read_file(real, manifest_path)  # an unreadable file is its own one-line error
+    check_depth(data, str(manifest_path), WeightsError)  # nested past the limit: say so
     try:
-        manifest = json.loads(_read_file(real, manifest_path))
+        manifest = loads_json(data, str(manifest_path), WeightsError)
+    except WeightsError:
+        manifest = None
+    try:
         files = manifest["files"]
         algorithm = manifest.get("algorithm", "sha256")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         files, algorithm = None, None
     if algorithm != "sha256" or not isinstance(files, dict) or not all(
             isinstance(k, str) and is_plain_relative(k) and isinstance(v, str) and _DIGEST.fullmatch(v)

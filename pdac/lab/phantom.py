@@ -26,7 +26,6 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from pdac.infer.geometry import index_region_of_world_box
 from pdac.lab.anatomy import (
     BODY,
     BOWEL,
@@ -43,6 +42,8 @@ from pdac.lab.anatomy import (
     VESSELS,
     Organ,
 )
+from pdac.lab.cases import draw_direction, make_layout, write_case
+from pdac.lab.shapes import Canvas, Curve, capsule, cylinder_z, ellipsoid, irregular_blob
 from pdac.labels import Label
 
 log = logging.getLogger(__name__)
@@ -77,27 +78,6 @@ class PhantomTruth:
     direction: list[float] = field(default_factory=list)
 
 
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
-def _direction(rng: np.random.Generator, orientation: str) -> np.ndarray:
-    if orientation == "random":
-        orientation = str(rng.choice(["identity", "identity", "flipped", "oblique"]))
-    if orientation == "identity":
-        return np.eye(3)
-    signs = rng.choice([-1.0, 1.0], size=3)
-    if orientation == "flipped":
-        if signs.min() > 0:
-            signs[int(rng.integers(3))] = -1.0
-        return np.diag(signs)
-    if orientation == "oblique":
-        return _rotation(rng.normal(size=3), np.deg2rad(rng.uniform(8, 25))) @ np.diag(signs)
-    raise ValueError(f"unknown orientation {orientation!r}")
-
-
 def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, orient_rng: np.random.Generator):
     """Spacing (x, y, z), size (x, y, z) and direction of the scan. The direction has its own random
     stream, so a seed gives the same anatomy whatever the orientation."""
@@ -117,120 +97,7 @@ def _grid(rng: np.random.Generator, spec: PhantomSpec, body_half_width: float, o
         sp_z = rng.uniform(0.6, 1.0)
     else:
         raise ValueError(f"unknown phantom size {spec.size!r} (small, full or large)")
-    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), _direction(orient_rng, spec.orientation)
-
-
-class _Canvas:
-    """The image and label arrays plus the world coordinates of any sub-block, on demand."""
-
-    def __init__(self, size, spacing, direction, origin, translation):
-        self.size, self.spacing, self.direction = size, spacing, direction
-        self.a = direction * np.asarray(spacing)
-        self.origin = np.asarray(origin, dtype=np.float64)
-        self.translation = np.asarray(translation, dtype=np.float64)  # anatomy frame -> world
-        self.image = np.full(size[::-1], -1000.0, dtype=np.float32)
-        self.label = np.zeros(size[::-1], dtype=np.uint8)
-
-    def _region(self, lo, hi):
-        """Index slices covering the anatomy-frame box [lo, hi], or None."""
-        region = index_region_of_world_box(self.a, self.origin, self.size, np.asarray(lo) + self.translation,
-                                           np.asarray(hi) + self.translation)
-        return None if region is None else region.numpy_slices
-
-    def coords(self, slices):
-        """Anatomy-frame coordinates (x, y, z), each a float32 array of the sub-block's shape."""
-        k = np.arange(slices[0].start, slices[0].stop, dtype=np.float64)[:, None, None]
-        j = np.arange(slices[1].start, slices[1].stop, dtype=np.float64)[None, :, None]
-        i = np.arange(slices[2].start, slices[2].stop, dtype=np.float64)[None, None, :]
-        base = self.origin - self.translation
-        return [
-            (base[d] + self.a[d, 0] * i + self.a[d, 1] * j + self.a[d, 2] * k).astype(np.float32)
-            for d in range(3)
-        ]
-
-    def paint(self, lo, hi, inside: Callable, hu=None, label=None, within=None, only_labels=None):
-        """Paint voxels where inside(x, y, z) holds (and `within`, a predicate, when given, and the
-        current label is one of `only_labels`, when given).
-
-        `hu` is a constant or a function of the coordinates; returns the boolean mask (sub-block)."""
-        slices = self._region(lo, hi)
-        if slices is None:
-            return None
-        x, y, z = self.coords(slices)
-        mask = inside(x, y, z)
-        if within is not None:
-            mask &= within(x, y, z)
-        if only_labels is not None:
-            mask &= np.isin(self.label[slices], only_labels)
-        if hu is not None:
-            values = hu(x, y, z) if callable(hu) else hu
-            sub = self.image[slices]
-            sub[mask] = values[mask] if isinstance(values, np.ndarray) else values
-        if label is not None:
-            self.label[slices][mask] = label
-        return mask
-
-
-def _ellipsoid(c, r):
-    c, r = np.asarray(c, dtype=np.float32), np.asarray(r, dtype=np.float32)
-    return (lambda x, y, z: ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1,
-            c - r, c + r)
-
-
-def _cylinder_z(cx, cy, rx, ry, z0, z1):
-    return (lambda x, y, z: (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1) & (z >= z0) & (z <= z1),
-            (cx - rx, cy - ry, z0), (cx + rx, cy + ry, z1))
-
-
-def _capsule(p0, p1, radius):
-    p0, p1 = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
-    d = p1 - p0
-    length2 = float(d @ d)
-
-    def dist(x, y, z):
-        t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / length2
-        t = np.clip(t, 0, 1)
-        return np.sqrt((x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2 + (z - p0[2] - t * d[2]) ** 2)
-
-    lo, hi = np.minimum(p0, p1) - radius, np.maximum(p0, p1) + radius
-    return dist, lo, hi
-
-
-class _Curve:
-    """A sampled centreline with a radius profile; distance queries return (distance, parameter t)."""
-
-    def __init__(self, points: np.ndarray, ts: np.ndarray):
-        self.points, self.ts = points, ts
-
-    def query(self, x, y, z):
-        best = np.full(x.shape, np.inf, dtype=np.float32)
-        best_t = np.zeros(x.shape, dtype=np.float32)
-        for p, t in zip(self.points, self.ts, strict=True):
-            d2 = (x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2
-            closer = d2 < best
-            best = np.where(closer, d2, best)
-            best_t = np.where(closer, np.float32(t), best_t)
-        return np.sqrt(best), best_t
-
-    def box(self, margin: float):
-        return self.points.min(axis=0) - margin, self.points.max(axis=0) + margin
-
-
-def _irregular_blob(rng, centre, radius):
-    """A lobulated mass: a sphere whose radius varies smoothly with direction."""
-    dirs = rng.normal(size=(4, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    freqs = rng.uniform(0.6, 1.4, size=4) * np.pi / max(radius, 1.0)
-    phases = rng.uniform(0, 2 * np.pi, size=4)
-    c = np.asarray(centre, dtype=np.float32)
-
-    def inside(x, y, z):
-        dx, dy, dz = x - c[0], y - c[1], z - c[2]
-        wobble = sum(np.sin(f * (u[0] * dx + u[1] * dy + u[2] * dz) + ph)
-                     for u, f, ph in zip(dirs, freqs, phases, strict=True)) / 4
-        return dx * dx + dy * dy + dz * dz <= (radius * (1 + 0.22 * wobble)) ** 2
-
-    return inside, c - 1.3 * radius, c + 1.3 * radius
+    return (sp_xy, sp_xy, sp_z), (n_xy, n_xy, n_z), draw_direction(orient_rng, spec.orientation)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,7 +128,7 @@ class _Body:
 
 @dataclass(frozen=True)
 class _Pancreas:
-    centre_line: _Curve
+    centre_line: Curve
     ts: np.ndarray
     radius: Callable
     parenchyma_hu: float
@@ -285,40 +152,40 @@ def _draw_body_shape(rng: np.random.Generator) -> _Body:
                  rng.uniform(*BODY.subcutaneous_fat_mm), rng.uniform(*BODY.centre_z_mm))
 
 
-def _place_canvas(rng, body: _Body, spacing, size, direction) -> _Canvas:
+def _place_canvas(rng, body: _Body, spacing, size, direction) -> Canvas:
     """The scan's grid centred on the anatomy's centre, the anatomy placed anywhere in the scanner."""
     translation = rng.uniform(*BODY.placement_mm, size=3)
     centre_world = np.array([0.0, 0.0, body.z_centre]) + translation
     a = direction * np.asarray(spacing)
     origin = centre_world - a @ ((np.asarray(size) - 1) / 2.0)
-    return _Canvas(size, spacing, direction, origin, translation)
+    return Canvas(size, spacing, direction, origin, translation)
 
 
-def _paint_slab(cv: _Canvas, cylinder, hu, label=None) -> None:
+def _paint_slab(cv: Canvas, cylinder, hu, label=None) -> None:
     """A z-aligned cylinder painted over the whole slab."""
     inside, lo, hi = cylinder
     h = BODY.slab_half_height_mm
     cv.paint((lo[0], lo[1], -h), (hi[0], hi[1], h), inside, hu=hu, label=label)
 
 
-def _paint_body(cv: _Canvas, rng, body: _Body) -> None:
+def _paint_body(cv: Canvas, rng, body: _Body) -> None:
     """Subcutaneous fat, abdominal wall muscle, visceral fat; the spine and paraspinal muscles."""
     ax, ay, fat, big, h = body.semi_x, body.semi_y, body.fat, BODY.cylinder_half_height_mm, BODY.slab_half_height_mm
     box = (-ax, -ay, -h), (ax, ay, h)
-    cv.paint(*box, _cylinder_z(0, 0, ax, ay, -big, big)[0], hu=BODY.subcutaneous_fat_hu)
-    cv.paint(*box, _cylinder_z(0, 0, ax - fat, ay - fat, -big, big)[0], hu=BODY.wall_muscle_hu)
+    cv.paint(*box, cylinder_z(0, 0, ax, ay, -big, big)[0], hu=BODY.subcutaneous_fat_hu)
+    cv.paint(*box, cylinder_z(0, 0, ax - fat, ay - fat, -big, big)[0], hu=BODY.wall_muscle_hu)
     cv.paint(*box, body.in_cavity, hu=float(rng.uniform(*BODY.visceral_fat_hu)))
     vy, s = body.vertebra_y, SPINE
     for side in (-1, 1):
-        _paint_slab(cv, _cylinder_z(side * s.paraspinal_x_mm, vy + s.posterior_mm, *s.paraspinal_semi_axes_mm,
+        _paint_slab(cv, cylinder_z(side * s.paraspinal_x_mm, vy + s.posterior_mm, *s.paraspinal_semi_axes_mm,
                                     -big, big), s.paraspinal_hu)
-    _paint_slab(cv, _cylinder_z(0, vy, *s.cortex_semi_axes_mm, -big, big), s.cortex_hu)
-    _paint_slab(cv, _cylinder_z(0, vy, *s.marrow_semi_axes_mm, -big, big), float(rng.uniform(*s.marrow_hu)))
-    _paint_slab(cv, _cylinder_z(0, vy + s.posterior_mm, *s.posterior_element_semi_axes_mm, -big, big),
+    _paint_slab(cv, cylinder_z(0, vy, *s.cortex_semi_axes_mm, -big, big), s.cortex_hu)
+    _paint_slab(cv, cylinder_z(0, vy, *s.marrow_semi_axes_mm, -big, big), float(rng.uniform(*s.marrow_hu)))
+    _paint_slab(cv, cylinder_z(0, vy + s.posterior_mm, *s.posterior_element_semi_axes_mm, -big, big),
                 s.posterior_element_hu)
 
 
-def _paint_organs(cv: _Canvas, rng, body: _Body) -> None:
+def _paint_organs(cv: Canvas, rng, body: _Body) -> None:
     """Liver, spleen and kidneys (venous phase). The liver's attenuation is drawn before its shape."""
 
     def semi_axes(organ: Organ):
@@ -330,20 +197,20 @@ def _paint_organs(cv: _Canvas, rng, body: _Body) -> None:
     drawn += [(organ, semi_axes(organ), float(rng.uniform(*organ.hu)))
               for organ in (SPLEEN, RIGHT_KIDNEY, LEFT_KIDNEY)]
     for organ, radii, hu in drawn:
-        inside, lo, hi = _ellipsoid(body.at(organ.centre_mm), radii)
+        inside, lo, hi = ellipsoid(body.at(organ.centre_mm), radii)
         cv.paint(lo, hi, inside, hu=hu, within=body.in_cavity)
 
 
-def _paint_bowel(cv: _Canvas, rng, body: _Body) -> None:
+def _paint_bowel(cv: Canvas, rng, body: _Body) -> None:
     """Stomach (wall, fluid content, an anterior air pocket), the duodenum by the head and small-bowel loops
     (wall, lumen with air anteriorly)."""
     b, inner = BOWEL, body.in_cavity
     wall = tuple(r - b.stomach_wall_mm for r in b.stomach_semi_axes_mm)
-    inside, lo, hi = _ellipsoid(body.at(b.stomach_centre_mm), b.stomach_semi_axes_mm)
+    inside, lo, hi = ellipsoid(body.at(b.stomach_centre_mm), b.stomach_semi_axes_mm)
     cv.paint(lo, hi, inside, hu=b.stomach_wall_hu, within=inner)
-    inside, lo, hi = _ellipsoid(body.at(b.stomach_centre_mm), wall)
+    inside, lo, hi = ellipsoid(body.at(b.stomach_centre_mm), wall)
     cv.paint(lo, hi, inside, hu=float(rng.uniform(*b.stomach_content_hu)), within=inner)
-    air, lo, hi = _ellipsoid(body.at(b.stomach_air_centre_mm), b.stomach_air_semi_axes_mm)
+    air, lo, hi = ellipsoid(body.at(b.stomach_air_centre_mm), b.stomach_air_semi_axes_mm)
     cv.paint(lo, hi, lambda x, y, z: air(x, y, z) & (y < b.stomach_air_below_y_mm), hu=b.air_hu, within=inner)
     start, end, radius = b.duodenum
     loops = [(body.at(start), body.at(end), radius)]
@@ -354,7 +221,7 @@ def _paint_bowel(cv: _Canvas, rng, body: _Body) -> None:
         p1 = p0 + rng.normal(scale=b.loop_length_sd_mm, size=3)
         loops.append((p0, p1, float(rng.uniform(*b.loop_radius_mm))))
     for p0, p1, r in loops:
-        dist, lo, hi = _capsule(p0, p1, r)
+        dist, lo, hi = capsule(p0, p1, r)
         cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=b.wall_hu, within=inner)
         lumen_hu = float(rng.uniform(*b.lumen_hu))
         cy = (p0[1] + p1[1]) / 2
@@ -364,24 +231,24 @@ def _paint_bowel(cv: _Canvas, rng, body: _Body) -> None:
                  within=inner)
 
 
-def _paint_vessels(cv: _Canvas, rng, body: _Body) -> float:
+def _paint_vessels(cv: Canvas, rng, body: _Body) -> float:
     """Aorta and SMA (arteries), IVC (unlabelled), SMV and portal vein (veins). Returns the veins' HU."""
     v, big = VESSELS, BODY.cylinder_half_height_mm
     art_hu, vein_hu = float(rng.uniform(*v.artery_hu)), float(rng.uniform(*v.vein_hu))
     aorta = (v.aorta_x_mm, body.vertebra_y - v.aorta_anterior_mm)
-    _paint_slab(cv, _cylinder_z(*aorta, v.aorta_radius_mm, v.aorta_radius_mm, -big, big), art_hu, Label.ARTERIES)
-    _paint_slab(cv, _cylinder_z(v.ivc_x_mm, body.vertebra_y - v.ivc_anterior_mm, *v.ivc_semi_axes_mm, -big, big),
+    _paint_slab(cv, cylinder_z(*aorta, v.aorta_radius_mm, v.aorta_radius_mm, -big, big), art_hu, Label.ARTERIES)
+    _paint_slab(cv, cylinder_z(v.ivc_x_mm, body.vertebra_y - v.ivc_anterior_mm, *v.ivc_semi_axes_mm, -big, big),
                 vein_hu - v.ivc_darker_hu)
     (sma_start, sma_end, sma_r) = v.sma
     sma_start = (aorta[0] + sma_start[0], aorta[1] + sma_start[1], sma_start[2])
     for (p0, p1, r), hu, label in [((sma_start, sma_end, sma_r), art_hu, Label.ARTERIES),
                                    (v.smv, vein_hu, Label.VEINS), (v.portal_vein, vein_hu, Label.VEINS)]:
-        dist, lo, hi = _capsule(body.at(p0), body.at(p1), r)
+        dist, lo, hi = capsule(body.at(p0), body.at(p1), r)
         cv.paint(lo, hi, lambda x, y, z, d=dist, r=r: d(x, y, z) <= r, hu=hu, label=label, within=body.in_cavity)
     return vein_hu
 
 
-def _paint_pancreas(cv: _Canvas, rng, body: _Body, vein_hu: float) -> _Pancreas:
+def _paint_pancreas(cv: Canvas, rng, body: _Body, vein_hu: float) -> _Pancreas:
     """The gland (lobulated, a bulging head) and the splenic vein along its posterior surface."""
     p = PANCREAS
     ts = np.linspace(0, 1, p.samples)
@@ -389,7 +256,7 @@ def _paint_pancreas(cv: _Canvas, rng, body: _Body, vein_hu: float) -> _Pancreas:
     px = p.head_x_mm * k[0] + p.length_x_mm * k[0] * ts
     py = p.head_y_mm + p.y_slope_mm * k[1] * ts + p.y_bend_mm * k[1] * ts**2
     pz = body.z_centre + p.head_z_mm + p.rise_z_mm * k[2] * ts + rng.uniform(*p.z_shift_mm)
-    centre_line = _Curve(np.stack([px, py, pz], axis=1), ts)
+    centre_line = Curve(np.stack([px, py, pz], axis=1), ts)
     size_scale = rng.uniform(*p.size_scale)
     lobes, lobe_phase = rng.uniform(*p.lobes), rng.uniform(0, 2 * np.pi)
 
@@ -402,7 +269,7 @@ def _paint_pancreas(cv: _Canvas, rng, body: _Body, vein_hu: float) -> _Pancreas:
              hu=gland.parenchyma_hu, label=Label.PANCREAS)
     along = ts > p.splenic_vein_from_t
     sv_points = centre_line.points[along] + np.array([0, 1, 0]) * (radius(ts[along])[:, None] + p.splenic_vein_gap_mm)
-    splenic = _Curve(sv_points, ts[along])
+    splenic = Curve(sv_points, ts[along])
     cv.paint(*splenic.box(p.splenic_vein_box_margin_mm),
              lambda x, y, z: splenic.query(x, y, z)[0] <= p.splenic_vein_radius_mm, hu=vein_hu, label=Label.VEINS)
     return gland
@@ -421,7 +288,7 @@ def _place_lesion(rng, spec: PhantomSpec, gland: _Pancreas, truth: PhantomTruth)
     return lesion
 
 
-def _paint_ducts(cv: _Canvas, body: _Body, gland: _Pancreas, lesion: _LesionPlace | None, dilated: bool) -> None:
+def _paint_ducts(cv: Canvas, body: _Body, gland: _Pancreas, lesion: _LesionPlace | None, dilated: bool) -> None:
     """Pancreatic duct (dilated along the gland when `dilated`, tail-ward of an obstructing lesion) and the
     common bile duct."""
     d = DUCTS
@@ -442,22 +309,22 @@ def _paint_ducts(cv: _Canvas, body: _Body, gland: _Pancreas, lesion: _LesionPlac
     obstructed = lesion is not None and lesion.location == "head" and lesion.upstream_dilation
     cbd_r = d.cbd_dilated_radius_mm if obstructed else d.cbd_radius_mm
     top, bottom = d.cbd_from_head_mm
-    dist, lo, hi = _capsule(head + np.array(top), head + np.array(bottom), cbd_r)
+    dist, lo, hi = capsule(head + np.array(top), head + np.array(bottom), cbd_r)
     cv.paint(lo, hi, lambda x, y, z: dist(x, y, z) <= cbd_r, hu=d.cbd_hu, label=Label.COMMON_BILE_DUCT,
              within=body.in_cavity)
 
 
-def _paint_hard_negatives(cv: _Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, dilated_duct: bool,
+def _paint_hard_negatives(cv: Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, dilated_duct: bool,
                           truth: PhantomTruth) -> None:
     h, p = HARD_NEGATIVES, spec.hard_negative_probability
     if rng.random() < p:
         c = gland.point_at(rng.uniform(*h.t))
-        inside, lo, hi = _ellipsoid(c, [rng.uniform(*h.cyst_radius_mm)] * 3)
+        inside, lo, hi = ellipsoid(c, [rng.uniform(*h.cyst_radius_mm)] * 3)
         cv.paint(lo, hi, inside, hu=float(rng.uniform(*h.cyst_hu)))
         truth.hard_negatives.append("cyst")
     if rng.random() < p:
         c = gland.point_at(rng.uniform(*h.t))
-        inside, lo, hi = _ellipsoid(c, rng.uniform(*h.fat_semi_axes_mm, size=3))
+        inside, lo, hi = ellipsoid(c, rng.uniform(*h.fat_semi_axes_mm, size=3))
         cv.paint(lo, hi, inside, hu=gland.parenchyma_hu - float(rng.uniform(*h.fat_drop_hu)),
                  only_labels=[Label.PANCREAS])
         truth.hard_negatives.append("focal_fat")
@@ -465,23 +332,23 @@ def _paint_hard_negatives(cv: _Canvas, rng, spec: PhantomSpec, body: _Body, glan
         truth.hard_negatives.append("dilated_duct")
     if rng.random() < p:
         cx, cy, cz = h.liver_cyst_centre_mm
-        inside, lo, hi = _ellipsoid((cx + rng.uniform(*h.liver_cyst_shift_mm), cy + rng.uniform(*h.liver_cyst_shift_mm),
+        inside, lo, hi = ellipsoid((cx + rng.uniform(*h.liver_cyst_shift_mm), cy + rng.uniform(*h.liver_cyst_shift_mm),
                                      body.z_centre + cz), [rng.uniform(*h.liver_cyst_radius_mm)] * 3)
         cv.paint(lo, hi, inside, hu=float(rng.uniform(*h.cyst_hu)), within=body.in_cavity)
         truth.hard_negatives.append("liver_cyst")
 
 
-def _paint_lesion(cv: _Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, lesion: _LesionPlace,
+def _paint_lesion(cv: Canvas, rng, spec: PhantomSpec, body: _Body, gland: _Pancreas, lesion: _LesionPlace,
                   truth: PhantomTruth) -> None:
     """The hypoattenuating mass, painted last (over ducts and hard negatives)."""
     contrast = float(rng.uniform(*spec.lesion_contrast_hu))
-    inside, lo, hi = _irregular_blob(rng, lesion.centre, lesion.diameter / 2)
+    inside, lo, hi = irregular_blob(rng, lesion.centre, lesion.diameter / 2)
     cv.paint(lo, hi, inside, hu=gland.parenchyma_hu - contrast, label=Label.PDAC, within=body.in_cavity)
     truth.lesion_contrast_hu = round(contrast, 1)
     truth.lesion_centre_world_mm = [round(float(v), 2) for v in lesion.centre + cv.translation]
 
 
-def _finish(cv: _Canvas, rng, spec: PhantomSpec, truth: PhantomTruth) -> tuple[sitk.Image, sitk.Image, PhantomTruth]:
+def _finish(cv: Canvas, rng, spec: PhantomSpec, truth: PhantomTruth) -> tuple[sitk.Image, sitk.Image, PhantomTruth]:
     """Partial-volume smoothing, quantum noise, int16; the images' geometry and the truth's."""
     spacing = cv.spacing
     sigma_vox = [FINISH.partial_volume_sigma_mm / s for s in spacing[::-1]]
@@ -533,16 +400,12 @@ def _case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _write_case(job) -> dict:
     out, case, seed_seq, spec, preview = job
     image, label, truth = make_phantom(seed_seq, spec, case)
-    sitk.WriteImage(image, str(out / "imagesTr" / f"{case}_0000.nii.gz"), useCompression=True)
-    sitk.WriteImage(label, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
+    title = None
     if preview:
-        from pdac.infer.overlay import save_label_preview
-
         what = (f"PDAC {truth.lesion_diameter_mm:.0f} mm ({truth.lesion_location})" if truth.lesion_present
                 else "no PDAC")
-        negs = ", ".join(truth.hard_negatives) or "none"
-        save_label_preview(image, label, out / "previews" / f"{case}.png",
-                           f"{case} (synthetic): {what}; hard negatives: {negs}")
+        title = f"{case} (synthetic): {what}; hard negatives: {', '.join(truth.hard_negatives) or 'none'}"
+    write_case(out, case, image, label, title)
     return asdict(truth)
 
 
@@ -551,9 +414,7 @@ def generate_dataset(out: Path, n: int, seed: int, spec: PhantomSpec = PhantomSp
     """Write `n` phantoms in PANORAMA/nnU-Net layout plus `truth.json`; deterministic per seed.
 
     Exactly round(n * positive_fraction) cases carry a lesion, in a seed-determined order."""
-    out = Path(out)
-    for sub in ("imagesTr", "labelsTr"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = make_layout(out)
     order = np.random.default_rng([int(seed), 10**6]).permutation(n)
     n_pos = int(round(n * positive_fraction))
     jobs = []

@@ -32,6 +32,8 @@ STAGE2_PLANNER, STAGE2_PLANS = "nnUNetPlannerResEncM", "nnUNetResEncTinyPlans"
 STAGE2_PATCH = (24, 48, 96)
 CONFIGURATION = "3d_fullres"
 FINAL = "checkpoint_final.pth"
+# Written beside a finished fold: its epoch budget, so that raising the budget continues the run (nnU-Net --c).
+BUDGET_RECORD = "training_budget.json"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class WorkflowSettings:
     training_seed: int = 12345  # seeds Python, numpy and torch before each training
     workers: int = 2
     device: str = "cpu"  # for training
+    # Synthetic CT painted from real label maps (pdac.lab.synth) instead of procedural phantoms: the folder of
+    # label maps, and how many training volumes come from validation subjects (fold 0's validation set).
+    labelmaps: Path | None = None
+    n_val: int = 12
+    # Stage 2 starts from the lesion model of this weights folder (verified against its manifest) instead of
+    # random weights: a curriculum from easy procedural phantoms to painted real anatomy.
+    stage2_init: Path | None = None
 
     @property
     def raw(self) -> Path:
@@ -130,8 +139,10 @@ def results_folder(folder: Path) -> Iterator[None]:
 
 
 def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
-    """The training and held-out phantom sets (skipped when written); returns their folders. Refuses a work
-    folder whose phantoms were drawn from another spec: resuming would train and score on the wrong ones."""
+    """The training and held-out sets (skipped when written); returns their folders. Refuses a work folder whose
+    sets were drawn from another spec or generator: resuming would train and score on the wrong ones."""
+    if s.labelmaps is not None:
+        return _make_from_labelmaps(s)
     from pdac.lab.phantom import generate_dataset
 
     folders = []
@@ -145,6 +156,38 @@ def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
             raise UsageError(f"{s.work} holds phantoms from a different benchmark ({truth}); use a new --work")
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def _make_from_labelmaps(s: WorkflowSettings) -> tuple[Path, Path]:
+    """Training (train + validation subjects) and held-out (test subjects) sets from real label maps."""
+    from pdac.lab.synth.dataset import generate_from_labelmaps, load_library
+
+    plans = ((s.train, {"train": s.train.n, "val": s.n_val}), (s.heldout, {"test": s.heldout.n}))
+    library = None
+    for phantoms, plan in plans:
+        folder = s.work / phantoms.folder
+        truth = folder / "truth.json"
+        if truth.exists():
+            if json.loads(truth.read_text()).get("generator") != "labelmaps":
+                raise UsageError(f"{s.work} holds procedural phantoms ({truth}); use a new --work")
+            continue
+        library = library or load_library(s.labelmaps, workers=s.workers)
+        generate_from_labelmaps(folder, library, plan, phantoms.seed, previews=phantoms.previews,
+                                workers=s.workers, prefix=s.case_prefix)
+    return s.work / s.train.folder, s.work / s.heldout.folder
+
+
+def write_subject_splits(s: WorkflowSettings) -> None:
+    """Fold 0 = training subjects vs validation subjects (never volumes of one patient on both sides), as
+    nnU-Net's splits_final.json in stage 2's preprocessed folder; only for sets made from label maps."""
+    truth = s.work / s.train.folder / "truth.json"
+    folder = _preprocessed_folder(s, 2)
+    if s.labelmaps is None or folder is None or not truth.exists():
+        return
+    cases = json.loads(truth.read_text())["cases"]
+    split = {"train": sorted(c["case"] for c in cases if c["split"] == "train"),
+             "val": sorted(c["case"] for c in cases if c["split"] == "val")}
+    (folder / "splits_final.json").write_text(json.dumps([split], indent=1))
 
 
 def prepare_datasets(s: WorkflowSettings, images: Path, labels: Path) -> None:
@@ -180,6 +223,7 @@ def make_plans(s: WorkflowSettings) -> None:
         source = training.plan(s.dataset_id(stage), planner)
         training.tiny_plans(_preprocessed_folder(s, stage), source, s.plans(stage), patch_size=patch)
         training.preprocess(s.dataset_id(stage), s.plans(stage))
+    write_subject_splits(s)
 
 
 def model_folder(s: WorkflowSettings, stage: int, trainer: str, results: Path | None = None) -> Path | None:
@@ -202,27 +246,71 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
     from pdac.train import training
 
     results = results or s.results
-    done = model_folder(s, stage, trainer, results)
-    if done is not None and (done / f"fold_{fold}" / FINAL).exists():
-        log.info("already trained: %s", done / f"fold_{fold}")
-        return Trained(done, None)
     budget = budget or s.budget(stage)
+    done = model_folder(s, stage, trainer, results)
+    extend = False
+    if done is not None and (done / f"fold_{fold}" / FINAL).exists():
+        trained_epochs = _trained_epochs(done / f"fold_{fold}", budget)
+        if trained_epochs is None or trained_epochs >= budget.epochs:
+            log.info("already trained: %s", done / f"fold_{fold}")
+            return Trained(done, None)
+        log.info("continuing %s from epoch %d to %d (the budget was raised)", done / f"fold_{fold}",
+                 trained_epochs, budget.epochs)
+        extend = True
+    init = init_checkpoint(s) if stage == 2 and not extend else None
     t0 = time.time()
     training.seed_everything(s.training_seed if seed is None else seed)
     with results_folder(results):
         fold_dir = training.train(str(s.dataset_id(stage)), fold, trainer, s.plans(stage), configuration=CONFIGURATION,
                                   epochs=budget.epochs, iterations=budget.iterations,
                                   val_iterations=budget.val_iterations, snapshot_every=budget.snapshot_every,
-                                  device=s.device, validate=False)
+                                  device=s.device, validate=False, continue_training=extend,
+                                  pretrained=None if init is None else str(init))
+    history = json.loads((fold_dir / BUDGET_RECORD).read_text())["history"] if extend else []
+    (fold_dir / BUDGET_RECORD).write_text(json.dumps(
+        {"epochs": budget.epochs, "iterations": budget.iterations,
+         "history": history + [{"epochs": budget.epochs, "seconds": round(time.time() - t0)}]}, indent=1) + "\n")
     seconds = time.time() - t0
     log.info("trained %s fold %s in %.0f s", trainer, fold, seconds)
     return Trained(fold_dir.parent, seconds)
 
 
+INIT_PREFERENCE = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
+
+
+def init_checkpoint(s: WorkflowSettings) -> Path | None:
+    """The lesion checkpoint of `s.stage2_init` (a weights folder), checked against its manifest and copied into
+    the work folder from the verified bytes (nnU-Net then loads that copy); None without one."""
+    if s.stage2_init is None:
+        return None
+    from pdac.infer.weights import verify_weights
+
+    verified = verify_weights(s.stage2_init)
+    lesion = verified.model("lesion")
+    name = next((n for c in INIT_PREFERENCE for n in sorted(lesion.names) if n.endswith(f"/{c}")), None)
+    if name is None:
+        raise UsageError(f"{s.stage2_init}: no lesion checkpoint ({' or '.join(INIT_PREFERENCE)}) to start from")
+    copy = s.work / "stage2_init.pth"
+    copy.write_bytes(lesion.read_bytes(name))
+    log.info("stage 2 starts from %s", s.stage2_init / "lesion" / name)
+    return copy
+
+
+def _trained_epochs(fold_dir: Path, budget: Budget) -> int | None:
+    """Epochs a finished fold was trained for, from its budget record; None (treat as done) without a record
+    or when the iterations per epoch differ (a raised epoch budget continues a run, anything else does not)."""
+    record = fold_dir / BUDGET_RECORD
+    if not record.exists():
+        return None
+    done = json.loads(record.read_text())
+    return int(done["epochs"]) if int(done["iterations"]) == budget.iterations else None
+
+
 def record_seconds(path: Path, key: str, seconds: float) -> dict:
-    """Add one step's wall time to a JSON file of timings (kept in the work folder across resumed runs)."""
+    """Add one step's wall time to a JSON file of timings (kept in the work folder across resumed runs; a
+    continued training adds to its earlier time)."""
     timings = json.loads(path.read_text()) if path.exists() else {}
-    timings[key] = round(seconds)
+    timings[key] = timings.get(key, 0) + round(seconds)
     path.write_text(json.dumps(timings, indent=1) + "\n")
     return timings
 

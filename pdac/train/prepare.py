@@ -21,6 +21,7 @@ from pdac.errors import InputError, UsageError
 from pdac.infer.geometry import crop, crop_region_around_mask, resample_to_spacing, same_geometry
 from pdac.infer.io import case_id, find_images, read_image
 from pdac.labels import dataset_json_labels
+from pdac.safe_read import walk
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,25 @@ def _prepare_case(job) -> tuple[str, str | None]:
     return case, None
 
 
+def find_images_below(root: Path) -> list[Path]:
+    """Image files in `root` and its sub-folders (PANORAMA's scans arrive in several batch folders; hidden
+    folders skipped, depth bounded); two files giving one case id are refused."""
+    if not root.is_dir():
+        return find_images([root])
+    found: list[Path] = []
+    for folder, subfolders, _ in walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(find_images([Path(folder)]))
+    seen: dict[str, Path] = {}
+    for p in found:
+        if case_id(p) in seen:
+            raise UsageError(f"case {case_id(p)} appears twice: {seen[case_id(p)]} and {p}; keep one")
+        seen[case_id(p)] = p
+    return sorted(found, key=case_id)
+
+
 def pair_images_and_labels(images: Path, labels: Path) -> list[tuple[Path, Path]]:
-    image_files = find_images([images])
+    image_files = find_images_below(images)
     label_files = {case_id(p, strip_channel=False): p for p in find_images([labels])}
     pairs, missing = [], []
     for p in image_files:

@@ -18,12 +18,13 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from pdac.config import PipelineConfig
-from pdac.errors import UsageError
+from pdac.errors import InputError, UsageError
 from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.candidates import candidates
 from pdac.infer.lesion import lesion_probability
 from pdac.infer.models import load_model, resolve_device
 from pdac.infer.weights import unverified_model_folder
+from pdac.safe_read import read_json
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ SELECTED = "checkpoint_best_panorama.pth"
 
 
 def validation_cases(splits_file: Path, fold: int) -> list[str]:
-    splits = json.loads(Path(splits_file).read_text())
+    splits = read_json(splits_file, InputError)
     if not 0 <= fold < len(splits):
         raise UsageError(f"{splits_file}: no fold {fold}")
     return list(splits[fold]["val"])
@@ -51,7 +52,7 @@ def select_checkpoint(model_folder: Path, fold: int, raw_dataset: Path, splits_f
     names = candidate_checkpoints(fold_dir)
     if not names:
         raise UsageError(f"{fold_dir}: no checkpoints to choose from")
-    ending = json.loads((raw_dataset / "dataset.json").read_text())["file_ending"]
+    ending = read_json(raw_dataset / "dataset.json", InputError)["file_ending"]
     cases = validation_cases(splits_file, fold)
     images = {c: sitk.ReadImage(str(raw_dataset / "imagesTr" / f"{c}_0000{ending}"), sitk.sitkFloat32) for c in cases}
     labels = {c: sitk.GetArrayFromImage(sitk.ReadImage(str(raw_dataset / "labelsTr" / f"{c}{ending}"))) for c in cases}

@@ -15,6 +15,8 @@ import logging
 import os
 from pathlib import Path
 
+from pdac.errors import InputError, UsageError
+from pdac.safe_read import read_json
 from pdac.train.trainers import trainers_path
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def shrink_plans(plans: dict, plans_name: str, configuration: str = "3d_fullres"
 
 
 def tiny_plans(preprocessed_dataset_dir: Path, source_plans: str, plans_name: str, **kwargs) -> str:
-    src = json.loads((Path(preprocessed_dataset_dir) / f"{source_plans}.json").read_text())
+    src = read_json(Path(preprocessed_dataset_dir) / f"{source_plans}.json", InputError)
     tiny = shrink_plans(src, plans_name, **kwargs)
     (Path(preprocessed_dataset_dir) / f"{plans_name}.json").write_text(json.dumps(tiny, indent=2))
     return plans_name
@@ -118,6 +120,22 @@ def train_multi_gpu(dataset: str, fold: str | int, trainer: str, plans: str, num
                             num_gpus=num_gpus, continue_training=continue_training, device=torch.device("cuda"))
 
 
+NNUNET_FOLDS = 5  # nnU-Net's default split: 5-fold cross-validation (sklearn KFold)
+
+
+def check_enough_cases(folder: Path, dataset_json: dict, fold: str | int) -> None:
+    """Refuse in one line what nnU-Net's own split would end in a scikit-learn traceback: fewer training cases
+    than folds (or a fold beyond them), when no splits_final.json fixes the split."""
+    if fold == "all" or (folder / "splits_final.json").exists():
+        return
+    n = dataset_json.get("numTraining")
+    if isinstance(n, int) and n < NNUNET_FOLDS:
+        raise UsageError(f"{folder.name}: {n} training case(s), fewer than nnU-Net's {NNUNET_FOLDS} folds; train "
+                         "fold 'all' (every case, no validation split) or add cases")
+    if not 0 <= int(fold) < NNUNET_FOLDS:
+        raise UsageError(f"fold {fold}: nnU-Net's split has folds 0..{NNUNET_FOLDS - 1} (or 'all')")
+
+
 def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration: str = "3d_fullres",
           epochs: int | None = None, iterations: int | None = None, val_iterations: int | None = None,
           snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False,
@@ -135,9 +153,10 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
     if snapshot_every:
         trainer_cls = _with_snapshots(trainer_cls, snapshot_every)
     folder = Path(nnUNet_preprocessed.require()) / maybe_convert_to_dataset_name(dataset)
-    plans_dict = json.loads((folder / f"{plans}.json").read_text())
+    plans_dict = read_json(folder / f"{plans}.json", InputError)
     plans_dict["continue_training"] = continue_training
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = read_json(folder / "dataset.json", InputError)
+    check_enough_cases(folder, dataset_json, fold)
     t = trainer_cls(plans=plans_dict, configuration=configuration, fold=fold, dataset_json=dataset_json,
                     device=torch.device(device))
     if epochs:

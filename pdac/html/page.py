@@ -1,7 +1,9 @@
-"""The page skeleton of pdac's HTML reports: one self-contained file (inline CSS, a few lines of vanilla JS to
-sort tables by a column, images as data URIs) that opens offline and can be attached to an email.
+"""The page skeleton of pdac's HTML pages (the reports and the case viewer pages): one self-contained file
+(inline CSS, a few lines of vanilla JS to sort tables by a column, images as data URIs) that opens offline and
+can be attached to an email.
 
-Report modules write their body as a Jinja2 template that extends "page.html" (blocks `title` and `body`);
+Report modules write their body as a Jinja2 template that extends "page.html" (blocks `title` and `body`; `head`
+and `scripts` add styles and scripts);
 autoescaping is on, so case names and error messages cannot inject markup."""
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ details.overlay[open] img { position: fixed; z-index: 10; top: 50%; left: 50%; t
 .plots img { width: 360px; max-width: 100%; border: 1px solid #dde1e4; }
 a { color: #0b5cad; }
 </style>
+{% block head %}{% endblock %}
 </head>
 <body>
 {% block body %}{% endblock %}
@@ -79,6 +82,7 @@ for (const th of document.querySelectorAll("table.sortable th[data-sort]")) {
   });
 }
 </script>
+{% block scripts %}{% endblock %}
 </body>
 </html>
 """
