@@ -317,5 +317,6 @@ def test_torch_info_chatter_cannot_follow_the_last_line(capsys):
     logging.getLogger("pdac.serve").error("the reason")
     logging.getLogger("torch._subclasses.fake_tensor").info("FakeTensor cache stats:")
     logging.getLogger("torch").warning("a real warning")
-    lines = capsys.readouterr().err.splitlines()
-    assert [one_line(ln) for ln in lines] == ["the reason", "a real warning"]
+    err = capsys.readouterr().err
+    # (torch may have its own handler by now, set up by an earlier test: its warning's format is its own)
+    assert "FakeTensor" not in err and "the reason" in err and "a real warning" in err, err
