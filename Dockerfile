@@ -1,7 +1,11 @@
 # Grand Challenge algorithm image: PDAC detection (PANORAMA interface).
 #
 #   ./build.sh                       # or: docker build --platform linux/amd64 -t pdac-panorama .
+#   ./build.sh --build-arg API_METHOD=exec    # GC's exec API method instead (one process per case)
 #   ./test.sh                        # builds, runs test/input offline, compares with test/output
+#
+# GC's API method is fixed at build time (ARG API_METHOD, below): invoke (default) makes a warm server
+# on port 4743 (/health, POST /invoke: python -m pdac.serve), exec runs process.py once per case.
 #
 # The base image supplies Python 3.11, CUDA and torch; the project's dependencies are installed on
 # top WITHOUT replacing the base's torch (nor its torchvision/torchaudio/triton/nvidia-* libraries).
@@ -35,9 +39,11 @@ ENV PYTHONPATH=/opt/app \
     nnUNet_def_n_proc=1 \
     nnUNet_n_proc_DA=0
 WORKDIR /opt/app
-# No CMD: GC runs ENTRYPOINT + CMD with Docker's rules, so a CMD would become process.py's arguments.
+# No CMD: GC runs ENTRYPOINT + CMD with Docker's rules, so a CMD would become the entry point's arguments.
 # ENTRYPOINT clears the one a base image may set; test.sh checks that the built image has none.
-ENTRYPOINT ["python", "/opt/app/process.py"]
+# pdac.serve.entrypoint reads $PDAC_API_METHOD (set from ARG API_METHOD below): invoke starts the server
+# on 0.0.0.0:4743, exec runs process.py's main (one case, then exit; the server is not imported).
+ENTRYPOINT ["python", "-m", "pdac.serve.entrypoint"]
 
 # 1. Dependencies and the non-root user (one layer, rebuilt only when requirements.txt changes).
 #    constraints.txt pins the base's torch-family packages to the versions already installed, with
@@ -64,18 +70,26 @@ got = torch.__version__.split('+')[0]; print('torch', torch.__version__); sys.ex
 # hadolint ignore=DL3066
 USER user
 
-# 3. Code, configuration and (demo) weights, last and in one layer: the context is an allow-list
+# 3. GC's API method, read by GC from the label (case-insensitively; no label means exec) and by the
+#    entry point from the environment. Declared after the dependencies so both methods share that layer.
+ARG API_METHOD=invoke
+LABEL org.grand-challenge.api-method="${API_METHOD}"
+ENV PDAC_API_METHOD=${API_METHOD}
+
+# 4. Code, configuration and (demo) weights, last and in one layer: the context is an allow-list
 #    (.dockerignore), so this copies pdac/, process.py, pyproject.toml, resources/ and weights/.
 #    A model tarball uploaded to GC appears at /opt/ml/model and takes precedence over
 #    /opt/app/weights (pdac/infer/weights.py). The check runs as the image's user: everything must be
 #    readable, timm/torchvision must stay off the inference path, and /tmp must stay empty.
 COPY . /opt/app/
-RUN python -c "import os, sys, pathlib, nnunetv2, pdac.infer.pipeline, pdac.infer.models, \
+RUN case "$PDAC_API_METHOD" in invoke | exec) ;; *) echo "API_METHOD must be invoke or exec, got '$PDAC_API_METHOD'"; exit 1 ;; esac \
+ && python -c "import os, sys, pathlib, nnunetv2, pdac.infer.pipeline, pdac.infer.models, \
 dynamic_network_architectures.architectures.unet; from pdac.config import load_config; load_config(); \
 unreadable = [str(p) for p in pathlib.Path('/opt/app').rglob('*') if not os.access(p, os.R_OK)]; \
 bad = sorted({m.split('.')[0] for m in sys.modules} & {'timm', 'torchvision'}); \
 sys.exit(f'not readable by the image user: {unreadable[:5]}' if unreadable else \
          f'unexpected imports on the inference path: {bad}' if bad else 0)" \
+ && { [ "$PDAC_API_METHOD" = exec ] || python -c "import fastapi, uvicorn, pdac.serve.server"; } \
  && { python -c "import torchvision" >/dev/null 2>&1 \
       || echo "note: torchvision does not import with this base's torch (e.g. a CPU-only torch);" \
               "it is only needed by timm-based (Primus) architectures, not by the inference path."; } \

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Builds the Grand Challenge image (linux/amd64) with docker, or podman where docker has no engine.
 #
-#   ./build.sh [extra build arguments...]
+#   ./build.sh [extra build arguments...]                # GC's invoke API method: pdac-panorama:latest
+#   API_METHOD=exec ./build.sh                           # GC's exec API method: pdac-panorama-exec:latest
+#
+# The API method is the image's `org.grand-challenge.api-method` label, which tells GC how to run it:
+#   invoke  a warm server on port 4743 (GET /health, POST /invoke; python -m pdac.serve): models loaded once
+#   exec    process.py once per case (GC runs the image's ENTRYPOINT for each case)
 #
 # Environment:
-#   IMAGE_NAME        image name (default: pdac-panorama); tagged IMAGE_NAME:latest
+#   API_METHOD        invoke (default) | exec: passed on as --build-arg API_METHOD
+#   IMAGE_NAME        image name (default: pdac-panorama, or pdac-panorama-exec for exec); tagged IMAGE_NAME:latest
 #   CONTAINER_ENGINE  docker | podman | buildah (default: docker when its daemon answers, else podman,
 #                     else buildah)
 #   BASE_IMAGE        base image with Python >= 3.11 and torch (default: the Dockerfile's pinned
@@ -16,7 +22,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-IMAGE_NAME="${IMAGE_NAME:-pdac-panorama}"
+API_METHOD="${API_METHOD:-invoke}"
+case "$API_METHOD" in
+  invoke) IMAGE_NAME="${IMAGE_NAME:-pdac-panorama}" ;;
+  exec) IMAGE_NAME="${IMAGE_NAME:-pdac-panorama-exec}" ;;
+  *) echo "build.sh: API_METHOD must be invoke or exec, got '$API_METHOD'" >&2; exit 2 ;;
+esac
 
 pick_engine() {
   if [[ -n "${CONTAINER_ENGINE:-}" ]]; then
@@ -34,7 +45,7 @@ pick_engine() {
 }
 ENGINE="$(pick_engine)"
 
-args=(--platform linux/amd64 -t "$IMAGE_NAME:latest" -f Dockerfile)
+args=(--platform linux/amd64 -t "$IMAGE_NAME:latest" -f Dockerfile --build-arg "API_METHOD=$API_METHOD")
 if [[ -n "${BASE_IMAGE:-}" ]]; then
   args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 fi
@@ -62,4 +73,4 @@ extra=(${BUILD_OPTS:-})
 echo "build.sh: ${cmd[*]} ${args[*]} ${extra[*]} $* ." >&2
 start=$SECONDS
 "${cmd[@]}" "${args[@]}" "${extra[@]}" "$@" .
-echo "build.sh: built $IMAGE_NAME:latest with $ENGINE in $((SECONDS - start)) s" >&2
+echo "build.sh: built $IMAGE_NAME:latest (GC API method: $API_METHOD) with $ENGINE in $((SECONDS - start)) s" >&2

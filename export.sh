@@ -7,12 +7,19 @@
 #
 #   ./export.sh [--no-build] [--image-only | --model-only] [OUTDIR]     (OUTDIR default: .)
 #
-# Environment: IMAGE_NAME (default pdac-panorama), CONTAINER_ENGINE, STORAGE_DRIVER (as build.sh),
-# WEIGHTS_DIR (default weights/).
+# Environment: API_METHOD (invoke, the default, or exec: GC's API method, the image's label; see
+# build.sh), IMAGE_NAME (default pdac-panorama, or pdac-panorama-exec for exec), CONTAINER_ENGINE,
+# STORAGE_DRIVER (as build.sh), WEIGHTS_DIR (default weights/). The model tarball is the same for both.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-IMAGE_NAME="${IMAGE_NAME:-pdac-panorama}"
+API_METHOD="${API_METHOD:-invoke}"
+case "$API_METHOD" in
+  invoke) IMAGE_NAME="${IMAGE_NAME:-pdac-panorama}" ;;
+  exec) IMAGE_NAME="${IMAGE_NAME:-pdac-panorama-exec}" ;;
+  *) echo "export.sh: API_METHOD must be invoke or exec, got '$API_METHOD'" >&2; exit 2 ;;
+esac
+export API_METHOD IMAGE_NAME
 WEIGHTS_DIR="${WEIGHTS_DIR:-weights}"
 build=1 image=1 model=1 outdir=.
 while [[ $# -gt 0 ]]; do
@@ -67,5 +74,5 @@ if [[ $image -eq 1 ]]; then
   trap 'rm -f "$tmp"' EXIT
   "${cmd[@]}" | gzip -c >"$tmp"
   mv "$tmp" "$out"
-  echo "export.sh: wrote $out ($(du -h "$out" | cut -f1))"
+  echo "export.sh: wrote $out ($(du -h "$out" | cut -f1); GC API method: $API_METHOD)"
 fi

@@ -8,28 +8,23 @@ Exit codes: 0 ok; 1 at least one case failed in `pdac detect`; 2 usage error; 3 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from pdac.errors import Interrupted, PdacError, UsageError
-from pdac.lab.commands import add_phantom_parser, add_real_scan_parser, add_synth_parser, workers_count
+from pdac.lab.commands import (
+    add_bench_parser,
+    add_phantom_parser,
+    add_real_scan_parser,
+    add_study_parser,
+    add_synth_parser,
+    workers_count,
+)
+from pdac.logs import setup_logging
 
 log = logging.getLogger("pdac")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Logs go to stderr; third-party chatter is kept at WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from pdac.log_safety import install
-
-    install()  # input text in log arguments cannot forge lines (control characters escaped)
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -321,113 +316,6 @@ def cmd_evaluate(args) -> int:
     print(report.summary)
     pages = ", cases/<case>.html" if args.scans else ""
     print(f"report -> {args.output} (report.html, metrics.json, summary.md, roc.png, pr.png, froc.png{pages})")
-    return 0
-
-
-def add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="time our pipeline (fp32 and bf16) vs a baseline-style reference vs the network "
-                       "alone; or, with --precision-equivalence, compare fp32 and bf16 results")
-    b.add_argument("--sizes", nargs="+", choices=["small", "full", "large"],
-                   help="phantom sizes (default: small full; large = 512 x 512 x 400, the memory target)")
-    b.add_argument("--runs", type=int, default=3, help="runs per variant (medians are reported)")
-    b.add_argument("--real-plans", action="store_true",
-                   help="random-weight models from the official baseline's real plans (1 fold, no TTA, full size)")
-    b.add_argument("--weights", help="weights folder (default: as `pdac detect`)")
-    b.add_argument("--folds", type=int, nargs="+", help="stage-2 folds (default: all present)")
-    b.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="stage-2 mirroring TTA")
-    b.add_argument("--step", type=float, help="tile step size (as `pdac detect --step`)")
-    b.add_argument("--json", help="also write all timings (or the equivalence results) to this file")
-    e = b.add_argument_group("precision equivalence (fp32 vs bf16 results instead of timings)")
-    e.add_argument("--precision-equivalence", action="store_true",
-                   help="run both precisions on held-out phantoms (and --scans): likelihood differences, AUROC/AP "
-                        "with paired bootstrap CIs of the difference, candidate agreement, map Dice")
-    e.add_argument("--cases", type=int, default=40, help="held-out phantoms, half with a PDAC")
-    e.add_argument("--seed", type=int, default=19, help="phantom seed (not a training or recorded held-out seed)")
-    e.add_argument("--scans", nargs="+", default=[], help="extra scans without labels, e.g. a real CT")
-    e.add_argument("--work", help="folder for the phantoms (kept and reused; default: a temporary folder)")
-    b.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args) -> int:
-    from pdac.lab.bench import BenchSettings, run_bench
-
-    if args.precision_equivalence:
-        return cmd_precision_equivalence(args)
-    if args.runs < 1:
-        raise UsageError("--runs must be at least 1")
-    settings = BenchSettings(sizes=tuple(args.sizes or ()), runs=args.runs, weights=args.weights,
-                             folds=tuple(args.folds or ()), tta=args.tta, step=args.step, real_plans=args.real_plans)
-    return _report(*run_bench(settings), args.json)
-
-
-def cmd_precision_equivalence(args) -> int:
-    from pdac.lab.precision import EquivalenceSettings, run_precision_equivalence
-
-    if args.cases < 2:
-        raise UsageError("--cases must be at least 2 (one with and one without a PDAC)")
-    for scan in args.scans:
-        if not Path(scan).is_file():
-            raise UsageError(f"--scans: no such file: {scan}")
-    settings = EquivalenceSettings(cases=args.cases, seed=args.seed, scans=tuple(args.scans), weights=args.weights,
-                                   work=args.work)
-    return _report(*run_precision_equivalence(settings), args.json)
-
-
-def _report(results: dict, lines: list[str], json_path: str | None) -> int:
-    """Print a lab command's report lines (the last one is its summary) and optionally save its numbers."""
-    if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
-    return 0
-
-
-def add_study_parser(sub) -> None:
-    st = sub.add_parser("study", help="the pre-registered loss study (docs/study/PROTOCOL.md): train the lesion model "
-                        "per loss and training seed, compare false positives")
-    st.add_argument("-o", "--output", default=str(Path("docs") / "study"),
-                    help="report folder; each finished run is recorded in its runs/ (default: docs/study)")
-    st.add_argument("--work", default=str(Path("work") / "study"), help="working folder (datasets, models)")
-    st.add_argument("--quick", action="store_true", help="a few-minute end-to-end check with tiny budgets")
-    st.add_argument("--arms", nargs="+", metavar="ARM",
-                    help="arms to run: ce dice tversky-fp tversky-fn focal-tversky dice-ce tversky-ce (default: all)")
-    st.add_argument("--seeds", nargs="+", type=int, metavar="K",
-                    help="training seeds, for every chosen arm (default: 1 2 3 for the hypotheses' four arms, "
-                    "1 for the others)")
-    st.add_argument("--max-minutes", type=float, metavar="M",
-                    help="start no run that would end more than M minutes after this invocation started "
-                    "(default 135; 0: no limit); rerun to continue")
-    st.add_argument("--epochs", type=int, help="override the number of epochs per run")
-    st.add_argument("--optimizer", choices=["sgd", "adam"],
-                    help="sgd: nnU-Net's trainers; adam: their AdamW twins, for short CPU budgets "
-                         "(default: adam on phantoms, sgd on real data)")
-    st.add_argument("--device", choices=["cpu", "cuda"], help="for training and detection (default: cpu)")
-    st.add_argument("--images", help="real data: PANORAMA scans (default: synthetic phantoms)")
-    st.add_argument("--labels", help="real data: PANORAMA labels")
-    st.add_argument("--pancreas-weights", help="stage-1 model folder shared by all arms (default: weights/pancreas)")
-    st.set_defaults(func=cmd_study)
-
-
-def cmd_study(args) -> int:
-    from pdac.lab.study import StudySettings, run_study
-
-    if bool(args.images) != bool(args.labels):
-        raise UsageError("--images and --labels go together")
-    # AdamW for the CPU-budget synthetic study; nnU-Net's SGD for real data unless asked otherwise.
-    changes: dict = {"optimizer": args.optimizer or ("sgd" if args.images else "adam")}
-    if args.epochs:
-        changes["epochs"] = args.epochs
-    if args.arms:
-        changes["arms"] = tuple(args.arms)
-    if args.seeds:
-        changes.update(seeds=tuple(args.seeds), single_seed_arms=())
-    if args.max_minutes is not None:
-        changes["max_minutes"] = args.max_minutes
-    if args.device:
-        changes["device"] = args.device
-    settings = dataclasses.replace(StudySettings.quick() if args.quick else StudySettings(), **changes)
-    pancreas = Path(args.pancreas_weights or Path("weights") / "pancreas")
-    run_study(Path(args.output), Path(args.work), settings, pancreas,
-              Path(args.images) if args.images else None, Path(args.labels) if args.labels else None)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The package's shape: no import cycles, and dependencies point one way (lab -> train -> evaluation -> infer ->
-html -> shared, and infer -> dicom -> shared; html holds the HTML pages that infer and evaluation both make).
+html -> shared, and infer -> dicom -> shared; html holds the HTML pages that infer and evaluation both make;
+serve, GC's delivery adapter, -> infer).
 
 Imports are read from the source (function-level ones included), so a lazy import cannot hide a cycle."""
 
@@ -19,8 +20,9 @@ ALLOWED = {
     "infer": {"shared", "html", "dicom"},
     "train": {"shared", "html", "infer", "evaluation"},  # checkpoint selection scores with the challenge metric
     "evaluation": {"shared", "html", "infer"},
+    "serve": {"shared", "infer"},  # GC's exec and invoke adapters over the pipeline; nothing below imports them
     "lab": {"shared", "html", "infer", "train", "evaluation"},
-    "cli": {"shared", "html", "infer", "train", "evaluation", "lab", "dicom"},
+    "cli": {"shared", "html", "infer", "train", "evaluation", "lab", "dicom", "serve"},
 }
 
 
@@ -112,3 +114,13 @@ def test_the_graph_is_real(graph):
     assert room("pdac.html.viewer") == "html" and "pdac.html.viewer" in graph["pdac.infer.case_viewer"]
     assert "pdac.html.page" in graph["pdac.evaluation.html_report"]
     assert room("pdac.dicom.seg") == "dicom" and "pdac.dicom.seg" in graph["pdac.dicom.outputs"]
+    assert "pdac.serve.gc_case" in graph["pdac.serve.server"] and room("pdac.serve.server") == "serve"
+
+
+def test_the_exec_path_stays_free_of_the_server():
+    """process.py (exec) imports the shared case module, never the HTTP server or its libraries."""
+    case = ast.parse((PACKAGE / "serve" / "gc_case.py").read_text())
+    imported = {a.name for n in ast.walk(case) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(case) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.split(".")[0] in ("fastapi", "uvicorn", "starlette")}
+    assert "pdac.serve.server" not in imported

@@ -56,11 +56,16 @@ def test_dockerfile_contract():
     assert lines[1] == "FROM ${BASE_IMAGE}"
     # The base's torch is kept: requirements are installed against a constraint on it.
     assert re.search(r"pip install .*-r /opt/app/requirements.txt -c /opt/app/constraints.txt", text)
-    # Runs as a non-root user, and process.py is the entry point.
+    # Runs as a non-root user; the entry point is GC's API method's, chosen at build time: invoke by default.
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), users
     entrypoints = [ln for ln in lines if ln.startswith("ENTRYPOINT ")]
-    assert entrypoints and entrypoints[-1].startswith("ENTRYPOINT [") and "process.py" in entrypoints[-1]
+    assert entrypoints == ['ENTRYPOINT ["python", "-m", "pdac.serve.entrypoint"]'], entrypoints
+    assert "ARG API_METHOD=invoke" in lines
+    assert 'LABEL org.grand-challenge.api-method="${API_METHOD}"' in lines
+    assert "ENV PDAC_API_METHOD=${API_METHOD}" in lines
+    assert lines.index("ARG API_METHOD=invoke") > max(i for i, ln in enumerate(lines) if "pip install" in ln), \
+        "API_METHOD after the dependencies' layer, so that both methods share it"
     # Everything that writes at run time is pointed into /tmp; nnU-Net's folders are set.
     for var in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "nnUNet_raw", "nnUNet_preprocessed",
                 "nnUNet_results"):
