@@ -25,7 +25,7 @@ def setup_logging(verbose: bool = False) -> None:
     """Logs go to stderr; third-party chatter is kept at WARNING."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom"):
+    for noisy in ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom", "pydicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from pdac.log_safety import install
 
