@@ -60,9 +60,10 @@ def main(argv=None) -> int:
         ensure_writable_dir(map_path.parent)
         result = Pipeline(load_config()).run(scan, scan_path.name)
         # Both outputs go to temporaries first and are renamed map, then likelihood; a failure or signal
-        # removes both. Only SIGKILL between the two renames can leave a map without its likelihood.
+        # removes both. Only SIGKILL between the two renames can leave a map without its likelihood. From the
+        # last rename on, SIGTERM/SIGINT are ignored: the case is done and the process exits 0.
         write_files_atomic([(map_path, image_writer(result.detection_map)),
-                            (args.output / "pdac-likelihood.json", json_writer(result.likelihood))])
+                            (args.output / "pdac-likelihood.json", json_writer(result.likelihood))], final=True)
         log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s), %.1f s, peak memory %.2f GB", scan_path.name,
                  result.likelihood, len(result.lesions), time.perf_counter() - started, peak_memory_gb())
         return 0
