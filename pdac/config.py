@@ -78,6 +78,7 @@ class Stage1Config(ModelConfig):
 class CropConfig:
     margins_mm: Vec3 = setting((100.0, 50.0, 15.0), 0.0, 1000.0)
     fallback_extent_mm: Vec3 = setting((320.0, 175.0, 100.0), 1.0, 2000.0)
+    max_extent_mm: Vec3 = setting((400.0, 250.0, 200.0), 1.0, 2000.0)  # a pancreas-sized crop at most
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 # Third-party loggers kept at WARNING. torch's are filtered at the handler instead of by level: importing
 # torch resets its loggers' levels, and its exit hooks log at INFO (e.g. FakeTensor cache stats) after the
 # entry point's one-line error, which must stay the last stderr line (what Grand Challenge shows).
-QUIET = ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom")
+QUIET = ("matplotlib", "PIL", "numexpr", "pynetdicom", "highdicom", "pydicom")
 FILTERED = ("torch",)
 
 

@@ -1,17 +1,19 @@
 """Inputs of `pdac detect`: image files, and folders holding image files and/or DICOM series.
 
 A folder is searched for image files (.mha, .nii.gz, ...; not recursively, as before) and for DICOM series
-(recursively): each image series (SeriesInstanceUID, grouped by GDCM) is one case, read with SimpleITK's
-ImageSeriesReader with rescale slope/intercept applied, slices ordered by their position along the slice normal
-(the geometry, never the file names). Non-image objects
-(SR, SEG, RT, presentation states, ...) and single images are skipped; localizer images in a series are left
-out; a series with mixed orientations, missing or uneven slices or a gantry tilt is refused when it is read.
-Each skip or refusal is one log line.
-"""
+(recursively; symlinked sub-folders are named, not followed). Every regular file's header is read by
+pdac.infer.dicom_files (FIFOs and other special files are never opened) and checked against its pixel data's
+extent; files are grouped by Series Instance UID; each image series is one case, read with SimpleITK's
+ImageSeriesReader from exactly those files, rescale slope/intercept applied, slices ordered by their position
+along the slice normal (the geometry, never the file names). Non-image objects (SR, SEG, RT, presentation
+states, ...) and single images are skipped; localizer images in a series are left out. A series is read
+completely or refused with its true reason: a truncated or forged slice, a file in its folder that cannot be
+read, mixed orientations, missing or uneven slices, a gantry tilt. Each skip or refusal is one log line."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pdac.errors import InputError
+from pdac.infer.dicom_files import Header, Unreadable, read_header, special_file
+from pdac.infer.geometry import check_geometry
 from pdac.infer.io import MAX_VOXELS, case_id, find_images, image_suffix, read_image, shown, utf8_name
 from pdac.safe_read import walk
 
@@ -79,6 +83,7 @@ class DicomSeries:
             lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
             raise InputError(f"{self.folder}: cannot read DICOM series "
                              f"({lines[-1][:160] if lines else 'unreadable'})") from None
+        check_geometry(image, f"{self.folder}: DICOM series {self.case_id}", InputError)
         return sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
 
     def __str__(self) -> str:
@@ -110,33 +115,7 @@ def series_case_id(description: str, uid: str, folder: Path) -> str:
     return f"{safe_name(description) or 'series'}_{suffix}"
 
 
-@dataclass(frozen=True)
-class _Header:
-    path: Path
-    origin: np.ndarray
-    direction: np.ndarray  # 3x3, columns = row direction, column direction, slice normal
-    size: tuple[int, ...]
-    tags: dict[str, str]
-
-    def tag(self, key: str) -> str:
-        return self.tags.get(key, "").strip()
-
-
-def _header(path: Path) -> _Header | None:
-    reader = sitk.ImageFileReader()
-    reader.SetImageIO("GDCMImageIO")
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    tags = {k: reader.GetMetaData(k) for k in ("0008|0008", "0008|0016", "0008|0060", "0008|103e", "0020|0011")
-            if reader.HasMetaDataKey(k)}
-    return _Header(path, np.asarray(reader.GetOrigin()), np.asarray(reader.GetDirection()).reshape(3, 3),
-                   tuple(reader.GetSize()), tags)
-
-
-def _non_image_reason(first: _Header) -> str | None:
+def _non_image_reason(first: Header) -> str | None:
     modality = first.tag("0008|0060").upper()
     if modality in NON_IMAGE_MODALITIES:
         return f"not an image series (modality {modality})"
@@ -147,7 +126,7 @@ def _non_image_reason(first: _Header) -> str | None:
     return None
 
 
-def _geometry_problem(headers: list[_Header]) -> str | None:
+def _geometry_problem(headers: list[Header]) -> str | None:
     """Why the slices do not make one regular volume, or None."""
     direction = headers[0].direction
     if any(np.abs(h.direction - direction).max() > ORIENTATION_TOLERANCE for h in headers):
@@ -173,58 +152,101 @@ def _geometry_problem(headers: list[_Header]) -> str | None:
     return None
 
 
+def _files_in(folder: Path) -> tuple[list[Header], list[str], int]:
+    """Headers of the DICOM image files in one folder (not recursive); '<name>: <why>' for each file that cannot
+    be read; how many files are not DICOM images. Special files (FIFOs, sockets, ...) are never opened."""
+    headers, unreadable, other = [], [], 0
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or image_suffix(f) or (f.is_dir() and not f.is_symlink()):
+            continue
+        if not utf8_name(f):  # SimpleITK cannot be handed such a name
+            unreadable.append(f"{shown(f.name)}: file name is not valid UTF-8 (rename it)")
+            continue
+        try:
+            kind = special_file(f)
+            if kind == "folder":
+                continue
+            if kind:
+                log.warning("%s: not a regular file (%s), skipped", shown(f), kind)
+                continue
+            header = read_header(f)
+        except Unreadable as e:
+            unreadable.append(f"{shown(f.name)}: {e}")
+            continue
+        if header is None:
+            other += 1
+        else:
+            headers.append(header)
+    return headers, unreadable, other
+
+
 def _series_in(folder: Path) -> tuple[list[DicomSeries], int]:
     """The image series in one folder (not recursive), and how many of its files belong to none."""
-    candidates = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and not image_suffix(f)]
-    if not candidates:
-        return [], 0
-    if not utf8_name(folder) or not all(utf8_name(f) for f in candidates):
-        # GDCM scans the folder itself, and its native code aborts the process on such a name
-        log.warning("%s: DICOM files not searched: a file or folder name is not valid UTF-8 (rename it)",
-                    shown(folder))
-        return [], len(candidates)
+    headers, unreadable, other = _files_in(folder)
+    by_uid: dict[str, list[Header]] = {}
+    for h in headers:
+        by_uid.setdefault(h.series_uid, []).append(h)
+    if unreadable and not by_uid:
+        log.warning("%s: %d file(s) cannot be read (%s)", shown(folder), len(unreadable), unreadable[0])
     found: list[DicomSeries] = []
-    used = 0
-    with _quiet_itk():
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-        for uid in uids:
-            files = [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
-            used += len(files)
-            headers = [h for h in map(_header, files) if h is not None]
-            if not headers:
+    for uid, members in by_uid.items():
+        first = next((h for h in members if h.tags), members[0])
+        case = series_case_id(first.tag("0008|103e") or first.tag("0008|0060"), uid, folder)
+        where = f"{folder}: DICOM series {case}"
+        reason = _non_image_reason(first)
+        if reason:
+            log.warning("%s skipped: %s", where, reason)
+            continue
+        images = [h for h in members if "LOCALIZER" not in h.tag("0008|0008").upper()]
+        if len(images) < len(members):
+            if not images:
+                log.warning("%s skipped: localizer images only", where)
                 continue
-            first = headers[0]
-            case = series_case_id(first.tag("0008|103e") or first.tag("0008|0060"), uid, folder)
-            where = f"{folder}: DICOM series {case}"
-            reason = _non_image_reason(first)
-            if reason:
-                log.warning("%s skipped: %s", where, reason)
-                continue
-            images = [h for h in headers if "LOCALIZER" not in h.tag("0008|0008").upper()]
-            if len(images) < len(headers):
-                if not images:
-                    log.warning("%s skipped: localizer images only", where)
-                    continue
-                log.warning("%s: left out %d localizer image(s)", where, len(headers) - len(images))
-            # GDCM orders by the first file's normal, which may be a localizer's: order the rest ourselves
+            log.warning("%s: left out %d localizer image(s)", where, len(members) - len(images))
+        broken = [h for h in images if h.problem]
+        if broken:
+            problem = f"{shown(broken[0].path.name)}: {broken[0].problem}" + (
+                f" (and {len(broken) - 1} more file(s))" if len(broken) > 1 else "")
+        elif unreadable:
+            problem = (f"{len(unreadable)} file(s) in the folder cannot be read ({unreadable[0]}): the series may "
+                       "be incomplete")
+        else:
+            problem = None
+        if problem is None:
+            # order along the slice normal of the first image (never the file names)
             normal = images[0].direction[:, 2]
             images.sort(key=lambda h: float(h.origin @ normal))
             if len(images) == 1:
-                if images[0].size[2:] and images[0].size[2] > 1:
+                if images[0].size[2] > 1:
                     log.warning("%s skipped: multi-frame (enhanced) DICOM is not supported; convert it to "
                                 ".nii.gz or .mha", where)
                 else:
                     log.warning("%s skipped: a single image, not a volume", where)
                 continue
-            found.append(DicomSeries(folder, uid, tuple(h.path for h in images), case, _geometry_problem(images)))
-    return found, len(candidates) - used
+            problem = _geometry_problem(images)
+        found.append(DicomSeries(folder, uid, tuple(h.path for h in images), case, problem))
+    return found, other
 
 
 def find_dicom_series(root: Path) -> list[DicomSeries]:
-    """Every DICOM image series in `root` and its subfolders (hidden folders excepted)."""
+    """Every DICOM image series in `root` and its subfolders (hidden folders excepted; symlinked folders are
+    named in a warning, not followed: pass their target instead)."""
     series: list[DicomSeries] = []
-    for folder, subfolders, _ in walk(root):  # bounded depth, no recursion
+
+    def unreadable(e: OSError) -> None:
+        log.warning("%s: folder cannot be read (%s); any series in it is left out", shown(e.filename or root),
+                    e.strerror or e)
+
+    for folder, subfolders, _ in walk(root, onerror=unreadable):  # bounded depth, no recursion
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for d in subfolders:
+            if os.path.islink(os.path.join(folder, d)):
+                log.warning("%s: symbolic link to a folder, not followed (pass its target to search it)",
+                            shown(Path(folder) / d))
+        if not utf8_name(Path(folder)):
+            log.warning("%s: DICOM files not searched: the folder name is not valid UTF-8 (rename it)",
+                        shown(folder))
+            continue
         found, ignored = _series_in(Path(folder))
         series.extend(found)
         if ignored:

@@ -142,14 +142,20 @@ def world_box_to_region(image: sitk.Image, box_min: np.ndarray, box_max: np.ndar
 
 
 def crop_region_around_mask(
-    mask: np.ndarray, mask_grid: sitk.Image, image: sitk.Image, margins_mm: tuple[float, float, float]
+    mask: np.ndarray, mask_grid: sitk.Image, image: sitk.Image, margins_mm: tuple[float, float, float],
+    max_extent_mm: tuple[float, float, float] | None = None,
 ) -> Region | None:
-    """Bounding box of `mask` (on `mask_grid`) in physical space plus margins, as a region of `image`."""
+    """Bounding box of `mask` (on `mask_grid`) in physical space plus margins, as a region of `image`; with
+    `max_extent_mm`, no wider than that along each world axis (kept centred on the box)."""
     box = world_bbox_of_mask(mask, mask_grid)
     if box is None:
         return None
     margins = np.asarray(margins_mm, dtype=np.float64)
-    return world_box_to_region(image, box[0] - margins, box[1] + margins)
+    low, high = box[0] - margins, box[1] + margins
+    if max_extent_mm is not None:
+        centre, half = (low + high) / 2.0, np.minimum((high - low) / 2.0, np.asarray(max_extent_mm) / 2.0)
+        low, high = centre - half, centre + half
+    return world_box_to_region(image, low, high)
 
 
 def centred_region(image: sitk.Image, extent_mm: tuple[float, float, float]) -> Region:

@@ -139,11 +139,31 @@ def _signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def write_files_atomic(writers: list[tuple[Path, Callable[[str], None]]]) -> None:
+def _temporary_affixes(target: Path) -> tuple[str, str]:
+    """mkstemp's prefix and suffix for a temporary beside `target`: hidden, same format-deciding extension
+    (.nii.gz, .mha, ...), and never longer than the folder's name limit when the target itself fits (the
+    target's name is shortened in the temporary's, not the other way round)."""
+    name = target.name
+    extension = ".nii.gz" if name.lower().endswith(".nii.gz") else target.suffix
+    try:
+        limit = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    suffix = ".part" + extension
+    room = limit - len(suffix.encode()) - 2 - 8  # '.' before, '.' after, mkstemp's 8 random characters
+    stem = name.encode()[:max(room, 0)].decode(errors="ignore")
+    return f".{stem}.", suffix
+
+
+def write_files_atomic(writers: list[tuple[Path, Callable[[str], None]]], final: bool = False) -> None:
     """Write a set of files all or nothing: each `write(temporary_path)` writes a temporary beside its
     target (same extension, so writers that choose the format by it work), then the temporaries are renamed
     in the given order. On any failure or interrupt the temporaries and the files of the set already
-    renamed are removed."""
+    renamed are removed.
+
+    `final`: these are the process's last outputs (process.py). Termination signals are ignored from the
+    last rename on, inside the same signal-blocked step: the outputs are complete, the process only has to
+    exit 0, and a late SIGTERM must neither remove them nor report them removed."""
     temporaries: list[Path] = []
     renamed: list[Path] = []
     current = writers[0][0] if writers else Path()
@@ -153,19 +173,22 @@ def write_files_atomic(writers: list[tuple[Path, Callable[[str], None]]]) -> Non
             try:
                 current.parent.mkdir(parents=True, exist_ok=True)
                 with _signals_deferred():
-                    fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".part" + "".join(current.suffixes),
-                                               dir=current.parent)
+                    prefix, suffix = _temporary_affixes(current)
+                    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=current.parent)
                     temporaries.append(Path(tmp))
                 os.close(fd)
             except OSError as e:
                 raise OutputError(f"cannot write to {current.parent}: {e.strerror or e}") from None
             write(tmp)
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        for (path, _), tmp in zip(writers, temporaries, strict=True):
+        for i, ((path, _), tmp) in enumerate(zip(writers, temporaries, strict=True)):
             current = Path(path)
             with _signals_deferred():  # a signal cannot fall between the rename and its record
                 os.replace(tmp, current)
                 renamed.append(current)
+                if final and i == len(writers) - 1:
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a held signal is then discarded
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
     except BaseException as e:
         with _signals_deferred():
             for leftover in temporaries + renamed:

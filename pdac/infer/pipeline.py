@@ -100,13 +100,15 @@ def check_stage1_work(scan: sitk.Image, stage1_spacing_mm, pancreas_model: Model
 
 
 def check_stage2_work(scan: sitk.Image, region: Region, lesion_model: Model, limits: LimitsConfig,
-                      name: str = "scan") -> None:
-    """Refuse (InputError) a crop whose grid at the lesion model's spacing exceeds the limit, before cropping."""
+                      name: str = "scan") -> int:
+    """Refuse (InputError) a crop whose grid at the lesion model's spacing exceeds the limit, before cropping;
+    else return that grid's voxel count."""
     extent = np.asarray(region.size, dtype=np.float64) * np.asarray(scan.GetSpacing())
     voxels = _resampled_voxels(extent, lesion_model.spacing_xyz)
     if voxels > limits.max_stage2_voxels:
         raise InputError(f"{name}: {voxels:,} voxels after cropping and resampling for stage 2 exceeds the limit "
                          f"of {limits.max_stage2_voxels:,} (limits.max_stage2_voxels)")
+    return voxels
 
 
 class Pipeline:
@@ -160,7 +162,12 @@ class Pipeline:
         if pancreas.found and not pancreas.plausible and cfg.plausibility.action == "fallback":
             pancreas_mask = np.zeros_like(pancreas_mask)
         lap("plausibility")
-        region = crop_region_around_mask(pancreas_mask, low_grid, scan, cfg.crop.margins_mm)
+        # The crop is bounded by what a pancreas can occupy; a mask judged implausible (e.g. an undertrained
+        # stage 1 labelling most of the body; the mask is one component already) gets no more than a typical
+        # region of interest around its centre, so such a case costs what a typical case costs.
+        implausible = pancreas.found and not pancreas.plausible
+        region = crop_region_around_mask(pancreas_mask, low_grid, scan, cfg.crop.margins_mm,
+                                         cfg.crop.fallback_extent_mm if implausible else cfg.crop.max_extent_mm)
         pancreas_found = region is not None
         log.info("%s: stage 1 done in %.1f s, pancreas %s", name, seconds["stage1"],
                  "found" if pancreas_found else "not found")
@@ -168,7 +175,10 @@ class Pipeline:
             log.warning("%s: no pancreas found; falling back to a %s mm box around the scan centre",
                         name, "x".join(f"{v:g}" for v in cfg.crop.fallback_extent_mm))
             region = centred_region(scan, cfg.crop.fallback_extent_mm)
-        check_stage2_work(scan, region, self.lesion_model, cfg.limits, name)
+        voxels = check_stage2_work(scan, region, self.lesion_model, cfg.limits, name)
+        extent = np.asarray(region.size) * np.asarray(scan.GetSpacing())
+        log.info("%s: stage 2 on a %s mm crop (%s voxels at the lesion model's spacing)", name,
+                 "x".join(f"{v:.0f}" for v in extent), f"{voxels:,}")
         roi = crop(scan, region)
         probability = lesion_probability(self.lesion_model, roi, cfg.stage2.lesion_channel)
         lap("stage2")

@@ -66,14 +66,16 @@ def find_scan(input_root: Path) -> Path:
     return scans[0]
 
 
-def run_case(input_root: Path, output_root: Path, pipeline: Callable[[], Pipeline]) -> CaseOutcome:
+def run_case(input_root: Path, output_root: Path, pipeline: Callable[[], Pipeline], final: bool = False) -> CaseOutcome:
     """Detect PDAC in the case under `input_root` and write its two GC outputs under `output_root`.
 
     `pipeline` returns the loaded pipeline; it is called after the scan was found and read and the output
     folder checked, so that a bad input is refused before any model loads (exec) and the same checks come
     in the same order whether the models are already loaded (invoke) or not. Outputs are written all or
     nothing: both go to temporaries, renamed map first, then likelihood; on any failure or signal both are
-    removed (only SIGKILL between the two renames can leave a map without its likelihood)."""
+    removed (only SIGKILL between the two renames can leave a map without its likelihood). `final` (exec: the
+    process ends with this case): from the last rename on SIGTERM/SIGINT are ignored, so a late signal neither
+    removes the complete outputs nor reports them removed, and the run exits 0."""
     from pdac.infer.io import ensure_writable_dir, image_writer, json_writer, read_image, write_files_atomic
     from pdac.infer.usage import peak_memory_gb
 
@@ -84,7 +86,7 @@ def run_case(input_root: Path, output_root: Path, pipeline: Callable[[], Pipelin
     ensure_writable_dir(map_path.parent)
     result = pipeline().run(scan, scan_path.name)
     write_files_atomic([(map_path, image_writer(result.detection_map)),
-                        (Path(output_root) / LIKELIHOOD_FILE, json_writer(result.likelihood))])
+                        (Path(output_root) / LIKELIHOOD_FILE, json_writer(result.likelihood))], final=final)
     outcome = CaseOutcome(scan_path.name, result.likelihood, len(result.lesions), time.perf_counter() - started)
     log.info("%s: PDAC likelihood %.4f, %d lesion candidate(s), %.1f s, peak memory %.2f GB", outcome.scan,
              outcome.likelihood, outcome.lesions, outcome.seconds, peak_memory_gb())
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     setup_logging()
     try:
         raise_on_termination_signals()  # GC's time limit sends SIGTERM
-        run_case(args.input, args.output, load_pipeline)
+        run_case(args.input, args.output, load_pipeline, final=True)
         return 0
     except Exception as e:  # noqa: BLE001 - a bug or the machine: its traceback, then the same one line as invoke
         if not isinstance(e, PdacError):
