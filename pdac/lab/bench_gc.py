@@ -157,8 +157,8 @@ def run_bench_gc(phantoms: int = 3, seed: int = 4300, weights: str | None = None
     if differ:
         raise RuntimeError("exec and invoke disagree: " + "; ".join(differ))
     timed = slice(1, None)  # the second and later cases, for both methods
-    exec_s = statistics.mean(r["seconds"] for r in exec_rows[timed])
-    invoke_s = statistics.mean(r["seconds"] for r in invoke_rows[timed])
+    exec_s = statistics.median(r["seconds"] for r in exec_rows[timed])
+    invoke_s = statistics.median(r["seconds"] for r in invoke_rows[timed])
     results = {"cases": [c.name for c in cases], "exec": exec_rows, "invoke": invoke_rows,
                "invoke_startup_s": startup, "exec_s_per_case": exec_s, "invoke_s_per_case": invoke_s,
                "invoke_vs_exec": invoke_s / exec_s, "cpu_threads": os.cpu_count()}
