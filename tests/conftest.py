@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,16 @@ def assert_valid_detection_map(det: sitk.Image, scan: sitk.Image) -> np.ndarray:
         values = np.unique(arr[labels == i])
         assert len(values) == 1, f"lesion {i} is not constant: {values[:5]}"
     return arr
+
+
+def weights_with_a_forged_hash(folder: Path) -> tuple[Path, str]:
+    """A copy of the bundled weights at `folder` whose manifest lists a wrong SHA-256 for one checkpoint (a
+    broken model tarball or mount; refused before anything is unpickled), and that checkpoint's name."""
+    import shutil
+
+    shutil.copytree(WEIGHTS, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    checkpoint = sorted(name for name in manifest["files"] if name.endswith(".pth"))[0]
+    manifest["files"][checkpoint] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, checkpoint

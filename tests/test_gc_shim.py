@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO, TEST_INPUT, TEST_OUTPUT, WEIGHTS, assert_valid_detection_map, process
+from conftest import (
+    REPO,
+    TEST_INPUT,
+    TEST_OUTPUT,
+    WEIGHTS,
+    assert_valid_detection_map,
+    process,
+    weights_with_a_forged_hash,
+)
 
 SHIM_VENV = REPO / ".venv-shim"
 GC_JOB = REPO / "tests" / "gc_job.py"
@@ -213,12 +221,7 @@ def test_job_under_the_shim_uploads_the_expected_outputs(tmp_path):
 
 
 def test_broken_model_tarball_fails_the_task_with_the_weights_error(tmp_path):
-    weights = tmp_path / "weights"
-    shutil.copytree(WEIGHTS, weights)
-    manifest = json.loads((weights / "manifest.json").read_text())
-    checkpoint = sorted(name for name in manifest["files"] if name.endswith(".pth"))[0]
-    manifest["files"][checkpoint] = "0" * 64
-    (weights / "manifest.json").write_text(json.dumps(manifest))
+    weights, checkpoint = weights_with_a_forged_hash(tmp_path / "weights")
 
     job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path))
 
@@ -294,12 +297,7 @@ def test_invoke_tasks_in_one_shim_run_share_one_server(tmp_path, phantom_scans):
 
 
 def test_invoke_broken_model_tarball_fails_the_setup_with_the_servers_reason(tmp_path):
-    weights = tmp_path / "weights"
-    shutil.copytree(WEIGHTS, weights)
-    manifest = json.loads((weights / "manifest.json").read_text())
-    checkpoint = sorted(name for name in manifest["files"] if name.endswith(".pth"))[0]
-    manifest["files"][checkpoint] = "0" * 64
-    (weights / "manifest.json").write_text(json.dumps(manifest))
+    weights, checkpoint = weights_with_a_forged_hash(tmp_path / "weights")
 
     # the shim's start-and-health cap lowered from GC's 300 s: a server that died is only noticed at the cap
     job = run_gc_job(tmp_path / "job", export_model(weights, tmp_path), api_method="invoke", health_timeout=240)

@@ -14,14 +14,21 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO, TEST_INPUT, TEST_OUTPUT, WEIGHTS, assert_valid_detection_map, process
+from conftest import (
+    REPO,
+    TEST_INPUT,
+    TEST_OUTPUT,
+    assert_valid_detection_map,
+    process,
+    weights_with_a_forged_hash,
+)
+
+from pdac.lab.bench_gc import free_port, http_status
 
 MAP = Path("images/pdac-detection-map/detection_map.mha")
 LIKELIHOOD = Path("pdac-likelihood.json")
@@ -29,19 +36,9 @@ SCANS = Path("images/venous-ct")
 LOADED = "models loaded in"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def request(url: str, method: str = "GET", timeout: float = 600) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    status, body = http_status(url, method, timeout)
+    return status, json.loads(body or b"null")
 
 
 class Server:
@@ -259,12 +256,7 @@ def test_sigterm_during_a_case_removes_its_outputs(tmp_path, phantom_scans):
 
 
 def test_broken_model_mount_exits_with_the_weights_error_and_never_answers_200(tmp_path):
-    mount = tmp_path / "opt-ml-model"
-    shutil.copytree(WEIGHTS, mount)
-    manifest = json.loads((mount / "manifest.json").read_text())
-    checkpoint = sorted(n for n in manifest["files"] if n.endswith(".pth"))[0]
-    manifest["files"][checkpoint] = "0" * 64
-    (mount / "manifest.json").write_text(json.dumps(manifest))
+    mount, checkpoint = weights_with_a_forged_hash(tmp_path / "opt-ml-model")
     env = {"PDAC_GC_MODEL_DIR": str(mount)}
 
     s = Server(tmp_path / "server", env=env)
