@@ -11,7 +11,7 @@
 # top WITHOUT replacing the base's torch (nor its torchvision/torchaudio/triton/nvidia-* libraries).
 # Any pytorch/pytorch-like image with Python >= 3.11, pip and torch works as BASE_IMAGE.
 # Few instructions on purpose: with podman's vfs storage every step is a full copy of the image.
-ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
