@@ -40,7 +40,7 @@ SHIM_VENV = REPO / ".venv-shim"
 GC_JOB = REPO / "tests" / "gc_job.py"
 MAP = "images/pdac-detection-map/detection_map.mha"
 LIKELIHOOD = "pdac-likelihood.json"
-WEIGHTS_EXIT_CODE = 4  # README, "Exit codes and failure messages"
+WEIGHTS_EXIT_CODE = 4  # docs/errors.md
 
 
 def _why_skip() -> str | None:
