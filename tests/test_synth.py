@@ -46,7 +46,12 @@ def test_synth_writes_ct_like_volumes_with_panorama_labels(synth_set):
         assert 20 < ml < 200, ml  # amos_0013's gland is 42.5 mL before deformation
         assert (lab == Label.PDAC).any() == c["lesion_present"]
         body = hu > -500
-        assert 0.1 < body.mean() < 0.9  # a body outline inside air (lungs count as air), not a filled box
+        assert 0.1 < body.mean() < 0.97  # a body outline inside air (lungs count as air), not a filled box
+        # a scanner's in-plane field of view (300-500 mm, wider only to hold the gland), not the map plus padding
+        fov_mm = np.asarray(image.GetSize()[:2]) * np.asarray(image.GetSpacing()[:2])
+        assert np.all(fov_mm < 505), fov_mm  # (the old generator: the map plus 60 mm padding, 520-620 mm)
+        inside = np.argwhere(pancreas)
+        assert inside[:, 1:].min() > 0 and np.all(inside[:, 1:].max(axis=0) < np.asarray(hu.shape[1:]) - 1)
         if c["lesion_present"]:
             # the hand-drawn lesion sits in the gland: it touches parenchyma or duct
             lesion = sitk.GetImageFromArray((lab == Label.PDAC).astype(np.uint8))

@@ -34,6 +34,9 @@ class SynthSpec:
     hard_negative_probability: float = 0.35  # each of: cyst, focal fat, dilated duct (as the phantoms)
     fov_below_pancreas_mm: tuple[float, float] = (60, 260)
     fov_above_pancreas_mm: tuple[float, float] = (60, 180)
+    # In-plane reconstruction field of view, as scanners set it (about 300-500 mm; the body may be cut): the
+    # volume is not the whole map plus padding, which would teach stage 1 one framing of the body.
+    fov_xy_mm: tuple[float, float] = (300.0, 500.0)
     spacing_xy_mm: tuple[float, float] = (2.0, 3.0)
     spacing_z_mm: tuple[float, float] = (2.0, 5.0)
     orientation: str = "random"  # as the phantoms: random | identity | flipped | oblique
@@ -49,7 +52,8 @@ def _mm_to_vox(mm: float, spacing: float) -> float:
 
 def crop_field_of_view(subject: Subject, rng, spec: SynthSpec) -> Subject:
     """A scan-like slab: from some way below to some way above the pancreas, all of the map in-plane, padded
-    in-plane so that a body outline fits."""
+    in-plane so that a body outline fits (the scanner's in-plane field of view is drawn at render:
+    `field_of_view`)."""
     gland = np.argwhere(np.isin(subject.tissues, lesion_model.GLAND))
     z_lo, z_hi = gland[:, 0].min(), gland[:, 0].max()
     below = int(rng.uniform(*spec.fov_below_pancreas_mm) / subject.spacing)
@@ -231,12 +235,34 @@ def panorama_labels(tissues: np.ndarray) -> np.ndarray:
     return lut[tissues]
 
 
+FOV_GLAND_MARGIN_MM = 30.0  # the gland stays this far inside the field of view (deformation included)
+
+
+def field_of_view(subject: Subject, rng, spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, extent) in mm, x y z: the slab's whole z range; in-plane a random scanner field of view
+    around the body's middle, shifted at random but always holding the gland."""
+    shape_xyz = np.asarray(subject.tissues.shape[::-1])
+    extent = shape_xyz * subject.spacing
+    centre = subject.origin + (shape_xyz - 1) * subject.spacing / 2
+    fov = rng.uniform(*spec.fov_xy_mm)
+    gland = np.argwhere(np.isin(subject.tissues, lesion_model.GLAND))[:, ::-1]
+    low = subject.origin + gland.min(axis=0) * subject.spacing - FOV_GLAND_MARGIN_MM
+    high = subject.origin + gland.max(axis=0) * subject.spacing + FOV_GLAND_MARGIN_MM
+    for axis in (0, 1):
+        width = max(fov, high[axis] - low[axis])
+        if width < extent[axis]:
+            wanted = centre[axis] + rng.normal(0.0, 0.1 * width)
+            centre[axis] = np.clip(wanted, high[axis] - width / 2, low[axis] + width / 2)
+            extent[axis] = width
+    return centre, extent
+
+
 def output_grid(subject: Subject, rng, spec: SynthSpec, direction: np.ndarray):
-    """A random scanner grid over the subject's box: spacing, size, direction (the phantoms' orientations)."""
+    """A random scanner grid over the subject's field of view: spacing, size, direction (the phantoms'
+    orientations)."""
     sp = np.array([rng.uniform(*spec.spacing_xy_mm)] * 2 + [rng.uniform(*spec.spacing_z_mm)])
-    extent = np.asarray(subject.tissues.shape[::-1]) * subject.spacing
+    centre, extent = field_of_view(subject, rng, spec)
     size = np.maximum(np.round(extent / sp).astype(int), 8)
-    centre = subject.origin + (np.asarray(subject.tissues.shape[::-1]) - 1) * subject.spacing / 2
     origin = centre - (direction * sp) @ ((size - 1) / 2.0)
     return sp, size, origin
 
