@@ -82,27 +82,34 @@ def read_header(path: Path) -> Header | None:
         with open(path, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                with warnings.catch_warnings(record=True) as caught:  # values are converted lazily: inside too
                     warnings.simplefilter("always")
                     ds = pydicom.dcmread(fp, defer_size=1024, force=_acr_nema(fp))
+                    if any("end of file" in str(w.message).lower() for w in caught):
+                        raise Unreadable("truncated DICOM file (it ends inside an element)")
+                    if PIXEL_DATA not in ds:
+                        return _without_pixels(ds)
+                    return _header(path, ds, fp, size)
             except InvalidDicomError:
                 return None
-            except (EOFError, ValueError, KeyError, TypeError, struct.error, OverflowError, RecursionError,
-                    NotImplementedError) as e:
+            except (Unreadable, OSError):
+                raise
+            except Exception as e:  # noqa: BLE001 - any parser error on a damaged header (pydicom raises many kinds)
                 raise Unreadable(f"damaged DICOM file ({type(e).__name__})") from None
-            if any("end of file" in str(w.message).lower() for w in caught):
-                raise Unreadable("truncated DICOM file (it ends inside an element)")
-            if PIXEL_DATA not in ds:
-                meta = getattr(ds, "file_meta", None) or {}
-                sop = pydicom.uid.UID(str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or ""))
-                if "Image Storage" in sop.name:
-                    raise Unreadable(f"{sop.name} without pixel data: truncated file")
-                if len(ds) == 0:
-                    raise Unreadable("DICOM file without a dataset: truncated file")
-                return None  # SR, KO, DICOMDIR, ...: no scan in it
-            return _header(path, ds, fp, size)
     except OSError as e:
         raise Unreadable(e.strerror or str(e)) from None
+
+
+def _without_pixels(ds) -> None:
+    """None for a DICOM object that carries no scan (SR, KO, DICOMDIR, ...); an image whose pixel data is
+    missing, or a file without a dataset, is a truncated file."""
+    meta = getattr(ds, "file_meta", None) or {}
+    sop = pydicom.uid.UID(str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or ""))
+    if "Image Storage" in sop.name:
+        raise Unreadable(f"{sop.name} without pixel data: truncated file")
+    if len(ds) == 0:
+        raise Unreadable("DICOM file without a dataset: truncated file")
+    return None
 
 
 def _acr_nema(fp) -> bool:
