@@ -43,6 +43,14 @@ def copy_series(folder: Path, uid_suffix: str, description: str) -> list[Path]:
     return out
 
 
+def copy_originals(folder: Path) -> Path:
+    """The real series' files, unchanged, in a new `folder`."""
+    folder.mkdir()
+    for src in ORIGINALS:
+        (folder / src.name).write_bytes(src.read_bytes())
+    return folder
+
+
 def series_and_problem(folder: Path):
     (case,) = find_cases([folder])
     return case, case.problem
@@ -158,10 +166,7 @@ def test_the_good_copy_is_unchanged_by_the_linked_folder(root):
 def test_any_truncation_of_any_slice_is_refused_or_read_exactly(tmp_path_factory, keep, slice_index):
     """Property: a series with one slice cut at any byte is refused with a reason or read bit-exactly."""
     folder = tmp_path_factory.mktemp("cut") / "series"
-    folder.mkdir()
-    for src in ORIGINALS:
-        (folder / src.name).write_bytes(src.read_bytes())
-    victim = folder / ORIGINALS[slice_index].name
+    victim = copy_originals(folder) / ORIGINALS[slice_index].name
     victim.write_bytes(victim.read_bytes()[:keep])
     cases = find_cases([folder])
     assert len(cases) <= 1
@@ -183,10 +188,7 @@ def test_corrupted_header_bytes_give_a_reason_never_a_traceback(tmp_path_factory
     """Property: bytes changed anywhere in one slice's header end in a refusal with a reason, a skip, or a
     correct read; never an exception other than the one-line InputError."""
     folder = tmp_path_factory.mktemp("flip") / "series"
-    folder.mkdir()
-    for src in ORIGINALS:
-        (folder / src.name).write_bytes(src.read_bytes())
-    victim = folder / ORIGINALS[slice_index].name
+    victim = copy_originals(folder) / ORIGINALS[slice_index].name
     data = bytearray(victim.read_bytes())
     for offset, xor in flips:
         data[offset] ^= xor

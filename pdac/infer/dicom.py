@@ -157,14 +157,14 @@ def _files_in(folder: Path) -> tuple[list[Header], list[str], int]:
     be read; how many files are not DICOM images. Special files (FIFOs, sockets, ...) are never opened."""
     headers, unreadable, other = [], [], 0
     for f in sorted(folder.iterdir()):
-        if f.name.startswith(".") or image_suffix(f) or (f.is_dir() and not f.is_symlink()):
+        if f.name.startswith(".") or image_suffix(f):
             continue
         if not utf8_name(f):  # SimpleITK cannot be handed such a name
             unreadable.append(f"{shown(f.name)}: file name is not valid UTF-8 (rename it)")
             continue
         try:
-            kind = special_file(f)
-            if kind == "folder":
+            kind = special_file(f)  # one stat per entry (links followed)
+            if kind == "folder":  # searched by find_dicom_series's walk, or a symlinked folder it names
                 continue
             if kind:
                 log.warning("%s: not a regular file (%s), skipped", shown(f), kind)
