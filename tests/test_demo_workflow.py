@@ -1,6 +1,6 @@
-"""The demo-weights workflow's two resumable extensions: stage 2 starting from another weights folder's lesion
-model (a pickle: loaded only from bytes checked against that folder's manifest) and a raised epoch budget
-continuing a finished run."""
+"""The demo-weights workflow's resumable extensions: either stage starting from another weights folder's model
+(a pickle: loaded only from bytes checked against that folder's manifest; stage 1 also takes that model's plans)
+and a raised epoch budget continuing a finished run."""
 
 from __future__ import annotations
 
@@ -20,12 +20,24 @@ from pdac.lab.workflow import (
     WorkflowSettings,
     _trained_epochs,
     init_checkpoint,
+    transfer_plans,
 )
 
 
-def settings(tmp_path, init=None) -> WorkflowSettings:
+def settings(tmp_path, init=None, stage1_init=None) -> WorkflowSettings:
     return WorkflowSettings(work=tmp_path / "work", datasets=DatasetIds(1, 2), train=Phantoms("t", 1, 1),
-                            heldout=Phantoms("h", 1, 2), stage2_budget=Budget(1, 1), stage2_init=init)
+                            heldout=Phantoms("h", 1, 2), stage2_budget=Budget(1, 1), stage2_init=init,
+                            stage1_init=stage1_init)
+
+
+def tampered_copy(tmp_path, path_in_weights: str):
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, weights)
+    target = next(weights.glob(path_in_weights))
+    data = bytearray(target.read_bytes())
+    data[-2] ^= 1
+    target.write_bytes(bytes(data))
+    return weights
 
 
 def test_stage2_init_copies_the_verified_lesion_checkpoint(tmp_path):
@@ -40,16 +52,39 @@ def test_stage2_init_copies_the_verified_lesion_checkpoint(tmp_path):
 
 
 def test_stage2_init_refuses_a_modified_checkpoint(tmp_path):
-    weights = tmp_path / "weights"
-    shutil.copytree(WEIGHTS, weights)
-    ckpt = next((weights / "lesion").rglob("*.pth"))
-    data = bytearray(ckpt.read_bytes())
-    data[-1] ^= 1
-    ckpt.write_bytes(bytes(data))
+    weights = tampered_copy(tmp_path, "lesion/**/*.pth")
     (tmp_path / "work").mkdir()
     with pytest.raises(WeightsError, match="checksum mismatch"):
         init_checkpoint(settings(tmp_path, weights))
     assert not (tmp_path / "work" / "stage2_init.pth").exists()
+
+
+def test_stage1_init_copies_the_verified_pancreas_checkpoint_and_its_plans(tmp_path):
+    (tmp_path / "work").mkdir()
+    s = settings(tmp_path, stage1_init=WEIGHTS)
+    copy = init_checkpoint(s, stage=1)
+    files = json.loads((WEIGHTS / "manifest.json").read_text())["files"]
+    pancreas = [name for name in files if name.startswith("pancreas/") and name.endswith(".pth")]
+    assert copy is not None and copy.name == "stage1_init.pth" and len(pancreas) == 1
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == files[pancreas[0]]
+    assert init_checkpoint(s, stage=2) is None  # stage 2 has no init of its own here
+
+    preprocessed = tmp_path / "Dataset001_Mine"
+    preprocessed.mkdir()
+    transfer_plans(s, preprocessed)
+    plans = json.loads((preprocessed / f"{s.plans(1)}.json").read_text())
+    source = json.loads((WEIGHTS / "pancreas" / "plans.json").read_text())
+    assert plans["dataset_name"] == "Dataset001_Mine" and plans["plans_name"] == s.plans(1)
+    assert plans["configurations"] == source["configurations"]  # same network, patch, spacing, normalisation
+
+
+def test_stage1_init_refuses_modified_plans(tmp_path):
+    weights = tampered_copy(tmp_path, "pancreas/plans.json")
+    preprocessed = tmp_path / "Dataset001_Mine"
+    preprocessed.mkdir()
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        transfer_plans(settings(tmp_path, stage1_init=weights), preprocessed)
+    assert not any(preprocessed.iterdir())
 
 
 @pytest.mark.parametrize("record, budget, expected", [

@@ -47,6 +47,7 @@ class DemoSettings:
     stage2_iterations: int = 30
     trainers: tuple[str, ...] = field(default=CANDIDATE_TRAINERS)
     stage2_init: Path | None = None  # a weights folder whose lesion model stage 2 starts from
+    stage1_init: Path | None = None  # a weights folder whose pancreas model (and plans) stage 1 starts from
 
     def budget(self) -> dict:
         return {"stage1_epochs": self.stage1_epochs[-1], "stage1_schedule": list(self.stage1_epochs),
@@ -66,7 +67,7 @@ class DemoSettings:
             labelmaps=self.labelmaps, n_val=self.n_val, case_prefix="lm" if self.labelmaps else "ph",
             stage1_budget=budget(self.stage1_epochs[-1], self.stage1_iterations),
             stage2_budget=budget(self.stage2_epochs, self.stage2_iterations),
-            training_seed=self.training_seed, stage2_init=self.stage2_init)
+            training_seed=self.training_seed, stage2_init=self.stage2_init, stage1_init=self.stage1_init)
 
 
 def data_and_plans(ws: WorkflowSettings) -> None:
@@ -78,7 +79,7 @@ def data_and_plans(ws: WorkflowSettings) -> None:
     workflow.make_plans(ws)
 
 
-def train_models(s: DemoSettings, ws: WorkflowSettings) -> None:
+def train_models(s: DemoSettings, ws: WorkflowSettings, stage1_only: bool = False) -> None:
     """Stage 1 on all training cases (fold "all"), then each candidate lesion trainer on fold 0."""
     from pdac.lab import workflow
 
@@ -87,6 +88,8 @@ def train_models(s: DemoSettings, ws: WorkflowSettings) -> None:
         trained = workflow.train(ws, 1, STAGE1_TRAINER, "all", budget=budget)
         if trained.seconds is not None:
             workflow.record_seconds(ws.work / TIMINGS, f"{STAGE1_TRAINER} fold all", trained.seconds)
+    if stage1_only:
+        return
     for stage, fold, trainer in [(2, 0, t) for t in s.trainers]:
         trained = workflow.train(ws, stage, trainer, fold)
         if trained.seconds is not None:
@@ -112,20 +115,23 @@ def main(argv=None) -> int:
     p.add_argument("--trainers", nargs="+", default=list(d.trainers))
     p.add_argument("--stage2-init", type=Path, help="start stage 2 from this weights folder's lesion model "
                    "(checked against its manifest), e.g. phantom-trained weights")
-    p.add_argument("--until", choices=["data", "train", "all"], default="all")
+    p.add_argument("--stage1-init", type=Path, help="start stage 1 from this weights folder's pancreas model and "
+                   "its plans (checked against its manifest): fine-tuning instead of training from random weights")
+    p.add_argument("--until", choices=["data", "stage1", "train", "all"], default="all",
+                   help="stop after this step (stage1: train stage 1 only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = DemoSettings(work=args.work, out=args.out, labelmaps=None if args.phantoms else args.labelmaps,
                      n_train=args.n_train, n_val=args.n_val, n_heldout=args.n_heldout,
                      stage1_epochs=tuple(args.stage1_epochs), stage1_iterations=args.stage1_iterations,
                      stage2_epochs=args.stage2_epochs, stage2_iterations=args.stage2_iterations,
-                     trainers=tuple(args.trainers), stage2_init=args.stage2_init)
+                     trainers=tuple(args.trainers), stage2_init=args.stage2_init, stage1_init=args.stage1_init)
     ws = s.workflow()
     data_and_plans(ws)
     if args.until == "data":
         return 0
-    train_models(s, ws)
-    if args.until == "train":
+    train_models(s, ws, stage1_only=args.until == "stage1")
+    if args.until in ("stage1", "train"):
         return 0
     from pdac.lab.export import ExportRefused, select_and_export
 

@@ -87,6 +87,9 @@ class WorkflowSettings:
     # Stage 2 starts from the lesion model of this weights folder (verified against its manifest) instead of
     # random weights: a curriculum from easy procedural phantoms to painted real anatomy.
     stage2_init: Path | None = None
+    # Stage 1 starts from the pancreas model of this weights folder (verified), with that model's plans (network,
+    # patch, spacing, normalisation: nnU-Net's plan transfer for fine-tuning) instead of freshly planned ones.
+    stage1_init: Path | None = None
 
     @property
     def raw(self) -> Path:
@@ -221,7 +224,10 @@ def make_plans(s: WorkflowSettings) -> None:
         if _preprocessing_done(_preprocessed_folder(s, stage), s.plans(stage)):
             continue
         source = training.plan(s.dataset_id(stage), planner)
-        training.tiny_plans(_preprocessed_folder(s, stage), source, s.plans(stage), patch_size=patch)
+        if stage == 1 and s.stage1_init is not None:
+            transfer_plans(s, _preprocessed_folder(s, stage))
+        else:
+            training.tiny_plans(_preprocessed_folder(s, stage), source, s.plans(stage), patch_size=patch)
         training.preprocess(s.dataset_id(stage), s.plans(stage))
     write_subject_splits(s)
 
@@ -257,7 +263,7 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
         log.info("continuing %s from epoch %d to %d (the budget was raised)", done / f"fold_{fold}",
                  trained_epochs, budget.epochs)
         extend = True
-    init = init_checkpoint(s) if stage == 2 and not extend else None
+    init = None if extend else init_checkpoint(s, stage)
     t0 = time.time()
     training.seed_everything(s.training_seed if seed is None else seed)
     with results_folder(results):
@@ -276,24 +282,44 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
 
 
 INIT_PREFERENCE = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
+INIT_MODEL = {1: "pancreas", 2: "lesion"}
 
 
-def init_checkpoint(s: WorkflowSettings) -> Path | None:
-    """The lesion checkpoint of `s.stage2_init` (a weights folder), checked against its manifest and copied into
-    the work folder from the verified bytes (nnU-Net then loads that copy); None without one."""
-    if s.stage2_init is None:
+def _init_weights(s: WorkflowSettings, stage: int):
+    return s.stage1_init if stage == 1 else s.stage2_init
+
+
+def init_checkpoint(s: WorkflowSettings, stage: int = 2) -> Path | None:
+    """The stage's checkpoint of its init weights folder (`stage1_init`/`stage2_init`), checked against that
+    folder's manifest and copied into the work folder from the verified bytes (nnU-Net then loads that copy);
+    None without one."""
+    folder = _init_weights(s, stage)
+    if folder is None:
         return None
     from pdac.infer.weights import verify_weights
 
-    verified = verify_weights(s.stage2_init)
-    lesion = verified.model("lesion")
-    name = next((n for c in INIT_PREFERENCE for n in sorted(lesion.names) if n.endswith(f"/{c}")), None)
+    model = verify_weights(folder).model(INIT_MODEL[stage])
+    name = next((n for c in INIT_PREFERENCE for n in sorted(model.names) if n.endswith(f"/{c}")), None)
     if name is None:
-        raise UsageError(f"{s.stage2_init}: no lesion checkpoint ({' or '.join(INIT_PREFERENCE)}) to start from")
-    copy = s.work / "stage2_init.pth"
-    copy.write_bytes(lesion.read_bytes(name))
-    log.info("stage 2 starts from %s", s.stage2_init / "lesion" / name)
+        raise UsageError(f"{folder}: no {INIT_MODEL[stage]} checkpoint ({' or '.join(INIT_PREFERENCE)}) to start from")
+    copy = s.work / f"stage{stage}_init.pth"
+    copy.write_bytes(model.read_bytes(name))
+    log.info("stage %d starts from %s", stage, folder / INIT_MODEL[stage] / name)
     return copy
+
+
+def transfer_plans(s: WorkflowSettings, preprocessed: Path) -> None:
+    """Stage 1's plans taken from its init model (verified bytes), renamed for this dataset: the same network,
+    patch, spacing and intensity normalisation, so its weights load and see the data as they were trained."""
+    from pdac.infer.weights import verify_weights
+
+    model = verify_weights(s.stage1_init).model(INIT_MODEL[1])
+    plans = json.loads(model.read_bytes("plans.json"))
+    plans.update(dataset_name=preprocessed.name, plans_name=s.plans(1))
+    if CONFIGURATION not in plans.get("configurations", {}):
+        raise UsageError(f"{s.stage1_init}: its pancreas plans have no {CONFIGURATION} configuration")
+    (preprocessed / f"{s.plans(1)}.json").write_text(json.dumps(plans, indent=2))
+    log.info("stage 1 uses the plans of %s", s.stage1_init / INIT_MODEL[1])
 
 
 def _trained_epochs(fold_dir: Path, budget: Budget) -> int | None:

@@ -32,8 +32,10 @@ class SynthSpec:
 
     lesion: bool = True
     hard_negative_probability: float = 0.35  # each of: cyst, focal fat, dilated duct (as the phantoms)
-    fov_below_pancreas_mm: tuple[float, float] = (60, 260)
-    fov_above_pancreas_mm: tuple[float, float] = (60, 180)
+    # The slab along z: a pancreas-protocol or cut scan may start just above the gland, an abdomen-pelvis scan
+    # ends some 300 mm below it (until 2026-12-07 the top was always 60+ mm above: a framing stage 1 could learn).
+    fov_below_pancreas_mm: tuple[float, float] = (40, 320)
+    fov_above_pancreas_mm: tuple[float, float] = (25, 180)
     # In-plane reconstruction field of view, as scanners set it (about 300-500 mm; the body may be cut): the
     # volume is not the whole map plus padding, which would teach stage 1 one framing of the body.
     fov_xy_mm: tuple[float, float] = (300.0, 500.0)
