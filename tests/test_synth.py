@@ -150,3 +150,22 @@ def test_real_scan_refuses_a_missing_reference_before_loading_models(tmp_path):
              "--reference", str(tmp_path / "none.nii.gz"))
     assert r.returncode == 3 and "no such file or folder" in r.stderr.strip().splitlines()[-1]
     assert "loaded pancreas" not in r.stderr
+
+
+def test_small_bowel_labels_become_loops_with_fat_between():
+    """A small-bowel label outlines a packet of loops: painted as loops (wall, content) with mesenteric fat between,
+    not one block of soft tissue, which on a real scan looks like no bowel at all (and like a gland to stage 1)."""
+    from pdac.lab.synth.paint import SynthSpec, attenuation
+    from pdac.lab.synth.sources import Subject
+    from pdac.lab.synth.tissues import Tissue
+
+    tissues = np.full((40, 60, 60), Tissue.VISCERAL_FAT, dtype=np.uint8)
+    tissues[5:35, 10:50, 10:50] = Tissue.SMALL_BOWEL
+    packet = tissues == Tissue.SMALL_BOWEL
+    for seed in range(3):
+        subject = Subject("test", "packet", tissues.copy(), np.zeros(3), 2.5)
+        image = attenuation(subject, np.random.default_rng(seed), SynthSpec(), {"lesion_present": False})
+        fat = (image > -140) & (image < -40)
+        assert 0.1 < fat[packet].mean() < 0.8, fat[packet].mean()  # fat between loops, loops still most of it
+        assert (image[packet] > -20).mean() > 0.2  # walls and fluid or collapsed loops
+        assert 0.0 < (~fat[~packet] & (image[~packet] > -20)).mean() < 0.5  # sparser loops in the other fat

@@ -194,6 +194,15 @@ def _smooth_field(rng, shape, scale_vox: float) -> np.ndarray:
     return up / max(float(up.std()), 1e-6)
 
 
+def bowel_loops(t: np.ndarray, rng, spacing: float, ints: IntensitySettings) -> np.ndarray:
+    """Where small bowel lies: loops of about `ints.loop_scale_mm` inside a small-bowel label (the rest of the
+    label is mesenteric fat) and, sparser, in the unlabelled visceral fat (most maps label no small bowel)."""
+    field = _smooth_field(rng, t.shape, ints.loop_scale_mm / spacing)
+    packed = (t == Tissue.SMALL_BOWEL) & (field > rng.uniform(*ints.loop_threshold_in_label))
+    loose = (t == Tissue.VISCERAL_FAT) & (field > rng.uniform(*ints.loop_threshold_in_fat))
+    return packed | loose
+
+
 def attenuation(subject: Subject, rng, spec: SynthSpec, truth: dict) -> np.ndarray:
     """HU on the working grid: a phase, one mean per tissue (or SynthSeg's random means), texture, PDAC relative
     to the parenchyma, bowel content (fluid, gas, sometimes oral contrast), focal fat below the parenchyma."""
@@ -213,15 +222,21 @@ def attenuation(subject: Subject, rng, spec: SynthSpec, truth: dict) -> np.ndarr
     sds = rng.uniform(*ints.texture_sd_hu, size=len(means)).astype(np.float32)
     sds[[Tissue.AIR, Tissue.LUNG]] = 20
     image = means[t] + sds[t] * _smooth_field(rng, t.shape, ints.texture_scale_mm / subject.spacing)
-    bowel = np.isin(t, BOWEL)
-    lumen = bowel & ndimage.binary_erosion(bowel, iterations=1)
+    loops = bowel_loops(t, rng, subject.spacing, ints)
+    # Fat between the loops of a small-bowel label (such labels outline the whole packet of loops).
+    between = (t == Tissue.SMALL_BOWEL) & ~loops
+    image[between] = means[Tissue.VISCERAL_FAT] + sds[Tissue.VISCERAL_FAT] * rng.standard_normal(
+        int(between.sum()), dtype=np.float32)
+    image[loops & (t == Tissue.VISCERAL_FAT)] = means[Tissue.SMALL_BOWEL] + 10 * rng.standard_normal(
+        int((loops & (t == Tissue.VISCERAL_FAT)).sum()), dtype=np.float32)
+    # Content inside a wall of about one voxel: fluid or gas, sometimes oral contrast; some loops collapsed
+    # (solid-looking soft tissue among fat: the look-alike of a gland that stage 1 must learn to pass over).
+    hollow = (np.isin(t, BOWEL) & (t != Tissue.SMALL_BOWEL)) | loops
+    collapsed = loops & (_smooth_field(rng, t.shape, 30 / subject.spacing) < rng.uniform(-0.5, 0.8))
+    lumen = hollow & ~collapsed & ndimage.binary_erosion(hollow, iterations=1)
     content = rng.uniform(0, 35) + 10 * rng.standard_normal(int(lumen.sum()), dtype=np.float32)
     gas = _smooth_field(rng, t.shape, 20 / subject.spacing) > rng.uniform(0.8, 2.0)
     image[lumen] = np.where(gas[lumen], -950.0, content)
-    # Unlabelled loops and vessels in the mesenteric fat (most maps label no small bowel or mesentery).
-    fat = t == Tissue.VISCERAL_FAT
-    loops = fat & (_smooth_field(rng, t.shape, 8 / subject.spacing) > rng.uniform(0.2, 1.2))
-    image[loops] = means[Tissue.SMALL_BOWEL] + 10 * rng.standard_normal(int(loops.sum()), dtype=np.float32)
     if rng.random() < 0.2:  # positive oral contrast in some of the loops
         oral = _smooth_field(rng, t.shape, 25 / subject.spacing) > 0.8
         image[lumen & oral & ~gas] = rng.uniform(150, 350)

@@ -130,6 +130,11 @@ class IntensitySettings:
     noise_hu: tuple[float, float] = (6.0, 22.0)  # quantum noise after resampling
     bias_hu: tuple[float, float] = (0.0, 25.0)  # amplitude of a very smooth additive field
     partial_volume_sigma_mm: tuple[float, float] = (0.5, 1.2)
+    # Small-bowel loops (`paint.bowel_loops`): blobs of a smooth field this coarse (loops are 20-30 mm across),
+    # thresholded (unit SD): inside a small-bowel label most of it is loops, in the other fat fewer.
+    loop_scale_mm: float = 12.0
+    loop_threshold_in_label: tuple[float, float] = (-0.6, 0.0)
+    loop_threshold_in_fat: tuple[float, float] = (0.2, 1.2)
 
 
 def hu_range(tissue: Tissue, phase: int) -> tuple[float, float]:
