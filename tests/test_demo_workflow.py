@@ -97,3 +97,34 @@ def test_a_raised_epoch_budget_continues_only_a_matching_run(tmp_path, record, b
     if record is not None:
         (tmp_path / BUDGET_RECORD).write_text(json.dumps(record))
     assert _trained_epochs(tmp_path, budget) == expected
+
+
+def test_stage1_init_refuses_plans_without_a_3d_configuration_in_one_line(tmp_path):
+    from pdac.errors import UsageError
+    from pdac.infer.weights import write_manifest
+
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, weights)
+    preprocessed = tmp_path / "Dataset001_Mine"
+    preprocessed.mkdir()
+    for text, message in (("not json {", "no readable plans.json"), ('{"configurations": {}}', "no 3d_fullres")):
+        (weights / "pancreas" / "plans.json").write_text(text)
+        write_manifest(weights)  # hashed as it is: the manifest vouches for the bytes, not for their sense
+        with pytest.raises(UsageError, match=message):
+            transfer_plans(settings(tmp_path, stage1_init=weights), preprocessed)
+    assert not any(preprocessed.iterdir())
+
+
+def test_model_card_says_which_models_each_stage_started_from():
+    from pdac.lab.export import demo_model_card, weights_readme
+
+    heldout = {"cases": 24, "positives": 12, "auroc": 0.8, "ap": 0.7, "score": 0.75, "pancreas_found": 24}
+    summary = {"selected_trainer": "T", "stage1_trainer": "S", "train_seed": 1, "heldout_seed": 2,
+               "candidates": {"T": {"checkpoint": "c.pth", "validation": {"score": 0.5}, "heldout": heldout}},
+               "budget": {"stage1_epochs": 40, "stage1_iterations": 25, "stage2_epochs": 50, "stage2_iterations": 30},
+               "stage1_init": "pancreas-card 1", "stage2_init": "lesion-card 2"}
+    trained_on = demo_model_card(summary, "v")["trained_on"]
+    assert "starting from the pancreas model of pancreas-card 1" in trained_on.split("; stage 2")[0]
+    assert "starting from the lesion model of lesion-card 2" in trained_on.split("; stage 2")[1]
+    assert "fine-tuned from the pancreas model (and plans) of pancreas-card 1" in weights_readme(summary)
+    assert "pancreas-card" not in demo_model_card({**summary, "stage1_init": None}, "v")["trained_on"]

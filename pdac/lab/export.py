@@ -81,6 +81,7 @@ def select_and_export(ws: WorkflowSettings, out: Path, stage1_trainer: str, trai
     summary = {"synthetic": True, "selected_trainer": best, "stage1_trainer": stage1_trainer,
                "candidates": candidates, "heldout_seed": ws.heldout.seed, "train_seed": ws.train.seed,
                "data": training_data(ws), "stage2_init": init_description(ws),
+               "stage1_init": init_description(ws, stage=1),
                "real_scans": real_scan_numbers(out),
                "budget": budget or {}, "training_seconds": json.loads(timings.read_text()) if timings.exists() else {},
                "config": dataclasses.asdict(config)}
@@ -114,11 +115,12 @@ def training_data(ws: WorkflowSettings) -> dict:
             "test_patients": patients["test"], "skipped_maps": train.get("skipped", [])}
 
 
-def init_description(ws: WorkflowSettings) -> str | None:
-    """Which lesion model stage 2 started from, by its model card (name, version, what it was trained on)."""
-    if ws.stage2_init is None:
+def init_description(ws: WorkflowSettings, stage: int = 2) -> str | None:
+    """Which model a stage started from, by its weights folder's model card (name, version, training data)."""
+    folder = ws.stage1_init if stage == 1 else ws.stage2_init
+    if folder is None:
         return None
-    card = json.loads((ws.stage2_init / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text())
     return f"{card['name']} {card['version']} ({card['trained_on'].split(';')[0]})"
 
 
@@ -140,7 +142,10 @@ def demo_model_card(summary: dict, version: str) -> dict:
         "synthetic": True,
         "trained_on": (f"{describe_data(summary)}; stage 1 {summary['stage1_trainer']} fold all,"
                        f" {_epochs(budget)} epochs x "
-                       f"{budget.get('stage1_iterations', '?')} iterations; stage 2 {best} fold 0, "
+                       f"{budget.get('stage1_iterations', '?')} iterations"
+                       + (f", starting from the pancreas model of {summary['stage1_init']}"
+                          if summary.get("stage1_init") else "")
+                       + f"; stage 2 {best} fold 0, "
                        f"{budget.get('stage2_epochs', '?')} x {budget.get('stage2_iterations', '?')}"
                        + (f", starting from the lesion model of {summary['stage2_init']}"
                           if summary.get("stage2_init") else "")),
@@ -224,6 +229,8 @@ pseudo-Dice 0.88 in one run and 0.00 in the next."""
     b = summary.get("budget") or {}
     budget = (f"Budget: stage 1 {_epochs(b)} epochs x {b['stage1_iterations']} iterations, stage 2 "
               f"{b['stage2_epochs']} epochs x {b['stage2_iterations']} iterations" if b else "")
+    if summary.get("stage1_init"):
+        budget += f". Stage 1 was fine-tuned from the pancreas model (and plans) of {summary['stage1_init']}"
     if summary.get("stage2_init"):
         budget += (f". Stage 2 started from the lesion model of {summary['stage2_init']} instead of random weights "
                    "(from random weights, 150 epochs on these volumes never found the lesion class)")

@@ -285,7 +285,7 @@ INIT_PREFERENCE = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
 INIT_MODEL = {1: "pancreas", 2: "lesion"}
 
 
-def _init_weights(s: WorkflowSettings, stage: int):
+def _init_weights(s: WorkflowSettings, stage: int) -> Path | None:
     return s.stage1_init if stage == 1 else s.stage2_init
 
 
@@ -314,10 +314,13 @@ def transfer_plans(s: WorkflowSettings, preprocessed: Path) -> None:
     from pdac.infer.weights import verify_weights
 
     model = verify_weights(s.stage1_init).model(INIT_MODEL[1])
-    plans = json.loads(model.read_bytes("plans.json"))
-    plans.update(dataset_name=preprocessed.name, plans_name=s.plans(1))
-    if CONFIGURATION not in plans.get("configurations", {}):
+    try:
+        plans = json.loads(model.read_bytes("plans.json"))
+    except ValueError as e:
+        raise UsageError(f"{s.stage1_init}: its pancreas model has no readable plans.json ({e})") from e
+    if not isinstance(plans, dict) or CONFIGURATION not in (plans.get("configurations") or {}):
         raise UsageError(f"{s.stage1_init}: its pancreas plans have no {CONFIGURATION} configuration")
+    plans.update(dataset_name=preprocessed.name, plans_name=s.plans(1))
     (preprocessed / f"{s.plans(1)}.json").write_text(json.dumps(plans, indent=2))
     log.info("stage 1 uses the plans of %s", s.stage1_init / INIT_MODEL[1])
 

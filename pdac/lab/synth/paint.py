@@ -227,8 +227,8 @@ def attenuation(subject: Subject, rng, spec: SynthSpec, truth: dict) -> np.ndarr
     between = (t == Tissue.SMALL_BOWEL) & ~loops
     image[between] = means[Tissue.VISCERAL_FAT] + sds[Tissue.VISCERAL_FAT] * rng.standard_normal(
         int(between.sum()), dtype=np.float32)
-    image[loops & (t == Tissue.VISCERAL_FAT)] = means[Tissue.SMALL_BOWEL] + 10 * rng.standard_normal(
-        int((loops & (t == Tissue.VISCERAL_FAT)).sum()), dtype=np.float32)
+    loose = loops & (t == Tissue.VISCERAL_FAT)
+    image[loose] = means[Tissue.SMALL_BOWEL] + 10 * rng.standard_normal(int(loose.sum()), dtype=np.float32)
     # Content inside a wall of about one voxel: fluid or gas, sometimes oral contrast; some loops collapsed
     # (solid-looking soft tissue among fat: the look-alike of a gland that stage 1 must learn to pass over).
     hollow = (np.isin(t, BOWEL) & (t != Tissue.SMALL_BOWEL)) | loops
