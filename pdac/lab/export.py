@@ -18,7 +18,7 @@ from pdac.evaluation.metrics import evaluate_arrays
 from pdac.infer.io import case_id
 from pdac.infer.provenance import write_model_card
 from pdac.infer.weights import write_manifest
-from pdac.lab.workflow import FINAL, ModelExport, WorkflowSettings, export_weights, model_folder
+from pdac.lab.workflow import FINAL, ModelExport, WorkflowSettings, export_weights, init_weights, model_folder
 from pdac.train.select_checkpoint import SELECTED, select_checkpoint
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def training_data(ws: WorkflowSettings) -> dict:
 
 def init_description(ws: WorkflowSettings, stage: int = 2) -> str | None:
     """Which model a stage started from, by its weights folder's model card (name, version, training data)."""
-    folder = ws.stage1_init if stage == 1 else ws.stage2_init
+    folder = init_weights(ws, stage)
     if folder is None:
         return None
     card = json.loads((folder / "model.json").read_text())

@@ -285,7 +285,8 @@ INIT_PREFERENCE = ("checkpoint_best_panorama.pth", "checkpoint_final.pth")
 INIT_MODEL = {1: "pancreas", 2: "lesion"}
 
 
-def _init_weights(s: WorkflowSettings, stage: int) -> Path | None:
+def init_weights(s: WorkflowSettings, stage: int) -> Path | None:
+    """The weights folder a stage starts from, or None (random weights)."""
     return s.stage1_init if stage == 1 else s.stage2_init
 
 
@@ -293,7 +294,7 @@ def init_checkpoint(s: WorkflowSettings, stage: int = 2) -> Path | None:
     """The stage's checkpoint of its init weights folder (`stage1_init`/`stage2_init`), checked against that
     folder's manifest and copied into the work folder from the verified bytes (nnU-Net then loads that copy);
     None without one."""
-    folder = _init_weights(s, stage)
+    folder = init_weights(s, stage)
     if folder is None:
         return None
     from pdac.infer.weights import verify_weights
