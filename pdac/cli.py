@@ -235,7 +235,9 @@ def add_train_parser(sub) -> None:
     t.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu",
                    help="cpu or cuda (default: cuda when CUDA_VISIBLE_DEVICES is set)")
     t.add_argument("--no-validation", action="store_true", help="skip the final validation")
-    t.add_argument("--resume", action="store_true", help="continue from the fold's latest checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a stopped or finished fold from its newest checkpoint "
+                        "(final, else the newer of checkpoint_latest and the snapshots)")
     t.add_argument("--pretrained", help="warm start from this checkpoint (fresh optimiser and schedule)")
     t.add_argument("--num-gpus", type=int, default=1,
                    help="N > 1: nnU-Net's own multi-GPU (DDP) training on N CUDA devices")

@@ -88,11 +88,17 @@ def test_nnunet_finds_our_trainers_through_ext_trainer():
     assert all(t in r.stdout for t in TRAINERS)
 
 
-def test_each_custom_trainer_trains_a_few_iterations(prepared):
+@pytest.fixture(scope="module")
+def tiny_plans(prepared):
     r, root, env, _ = prepared
     assert r.returncode == 0
     r = pdac("plan", "114", "--planner", "nnUNetPlannerResEncM", "--tiny", "TestTinyPlans", "--workers", "1", env=env)
     assert r.returncode == 0, r.stderr
+    return root, env
+
+
+def test_each_custom_trainer_trains_a_few_iterations(tiny_plans):
+    root, env = tiny_plans
     plans = json.loads((root / "pre" / "Dataset114_PANORAMA_PDAC_Detection" / "TestTinyPlans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
     for trainer in TRAINERS:
@@ -127,3 +133,40 @@ def test_prepare_again_with_fewer_cases_leaves_no_stale_case(prepared, tmp_path)
         assert json.loads((d / "dataset.json").read_text())["numTraining"] == 2
         assert sorted(p.name for p in (d / "labelsTr").iterdir()) == ["ph21_00000.nii.gz", "ph21_00001.nii.gz"]
         assert len(list((d / "imagesTr").iterdir())) == 2
+
+
+def test_an_interrupted_training_resumes_at_the_epoch_after_its_newest_snapshot(tiny_plans):
+    """A run killed after its second epoch (snapshots kept every epoch, nnU-Net's own checkpoint_latest only
+    every 50) resumes at the third: not from scratch, not from checkpoint_best, no epoch repeated or skipped."""
+    import torch
+
+    root, env = tiny_plans
+    trainer = "nnUNetTrainerTverskyLoss"
+    args = ("train", "114", "1", "--trainer", trainer, "--plans", "TestTinyPlans", "--epochs", "3", "--iterations",
+            "2", "--val-iterations", "1", "--no-validation", "--device", "cpu", "--snapshot-every", "1")
+    assert pdac(*args, env=env).returncode == 0
+    fold = root / "results" / "Dataset114_PANORAMA_PDAC_Detection" / f"{trainer}__TestTinyPlans__3d_fullres" / "fold_1"
+    for name in ("checkpoint_final.pth", "checkpoint_epoch0003.pth", "checkpoint_best.pth"):
+        (fold / name).unlink(missing_ok=True)  # what a kill during the third epoch leaves, best aside
+    before = set(fold.glob("training_log_*.txt"))
+    r = pdac(*args, "--resume", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from checkpoint_epoch0002.pth at epoch 2" in r.stderr
+    log = (set(fold.glob("training_log_*.txt")) - before).pop().read_text()
+    assert re.findall(r": Epoch (\d+)\s*$", log, re.MULTILINE) == ["2"]
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 3 and len(final["logging"]["train_losses"]) == 3
+
+
+def test_resume_point_prefers_final_then_the_newest_snapshot_then_best(tmp_path):
+    from pdac.train.training import resume_point
+
+    assert resume_point(tmp_path) is None
+    for i, name in enumerate(("checkpoint_best.pth", "checkpoint_epoch0006.pth", "checkpoint_latest.pth",
+                              "checkpoint_epoch0012.pth")):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+        assert resume_point(tmp_path).name == name
+    (tmp_path / "checkpoint_final.pth").write_bytes(b"")
+    os.utime(tmp_path / "checkpoint_final.pth", (1, 1))
+    assert resume_point(tmp_path).name == "checkpoint_final.pth"

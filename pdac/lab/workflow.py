@@ -263,6 +263,9 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
         log.info("continuing %s from epoch %d to %d (the budget was raised)", done / f"fold_{fold}",
                  trained_epochs, budget.epochs)
         extend = True
+    elif done is not None and training.resume_point(done / f"fold_{fold}") is not None:
+        log.info("resuming the interrupted run in %s", done / f"fold_{fold}")
+        extend = True
     init = None if extend else init_checkpoint(s, stage)
     t0 = time.time()
     training.seed_everything(s.training_seed if seed is None else seed)
@@ -272,7 +275,8 @@ def train(s: WorkflowSettings, stage: int, trainer: str, fold: int | str, seed: 
                                   val_iterations=budget.val_iterations, snapshot_every=budget.snapshot_every,
                                   device=s.device, validate=False, continue_training=extend,
                                   pretrained=None if init is None else str(init))
-    history = json.loads((fold_dir / BUDGET_RECORD).read_text())["history"] if extend else []
+    record = fold_dir / BUDGET_RECORD
+    history = json.loads(record.read_text())["history"] if extend and record.exists() else []
     (fold_dir / BUDGET_RECORD).write_text(json.dumps(
         {"epochs": budget.epochs, "iterations": budget.iterations,
          "history": history + [{"epochs": budget.epochs, "seconds": round(time.time() - t0)}]}, indent=1) + "\n")

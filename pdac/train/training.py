@@ -94,9 +94,15 @@ def _with_snapshots(trainer_cls, every: int):
 
     def on_epoch_end(self):
         epoch = self.current_epoch
-        trainer_cls.on_epoch_end(self)
+        trainer_cls.on_epoch_end(self)  # logs the epoch, then advances current_epoch
         if every and (epoch + 1) % every == 0 and self.local_rank == 0:
-            self.save_checkpoint(os.path.join(self.output_folder, f"checkpoint_epoch{epoch + 1:04d}.pth"))
+            # saved as nnU-Net saves checkpoint_latest, with the finished epoch's counter (it records counter + 1,
+            # the epoch to resume at), so that a resumed run neither repeats nor skips an epoch
+            self.current_epoch = epoch
+            try:
+                self.save_checkpoint(os.path.join(self.output_folder, f"checkpoint_epoch{epoch + 1:04d}.pth"))
+            finally:
+                self.current_epoch = epoch + 1
 
     return type(trainer_cls.__name__, (trainer_cls,), {"on_epoch_end": on_epoch_end})
 
@@ -136,6 +142,19 @@ def check_enough_cases(folder: Path, dataset_json: dict, fold: str | int) -> Non
         raise UsageError(f"fold {fold}: nnU-Net's split has folds 0..{NNUNET_FOLDS - 1} (or 'all')")
 
 
+def resume_point(fold_dir: Path) -> Path | None:
+    """The checkpoint a resumed run continues from: the final one (a raised epoch budget), else the newest of
+    nnU-Net's checkpoint_latest and our numbered snapshots (an interrupted run; nnU-Net alone would fall back to
+    checkpoint_best, an older epoch, whenever snapshots were kept more often than its save_every), else best."""
+    if (fold_dir / "checkpoint_final.pth").is_file():
+        return fold_dir / "checkpoint_final.pth"
+    found = [p for pattern in ("checkpoint_latest.pth", "checkpoint_epoch*.pth") for p in fold_dir.glob(pattern)]
+    if found:
+        return max(found, key=lambda p: p.stat().st_mtime)
+    best = fold_dir / "checkpoint_best.pth"
+    return best if best.is_file() else None
+
+
 def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration: str = "3d_fullres",
           epochs: int | None = None, iterations: int | None = None, val_iterations: int | None = None,
           snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False,
@@ -144,7 +163,6 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
     ensure_ext_trainer_path()
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.run.run_training import maybe_load_checkpoint
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
@@ -167,7 +185,13 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
         t.num_val_iterations_per_epoch = val_iterations
     if snapshot_every:
         t.save_every = max(t.save_every, snapshot_every)
-    maybe_load_checkpoint(t, continue_training, False)
+    if continue_training:
+        point = resume_point(Path(t.output_folder))
+        if point is None:
+            log.warning("nothing to resume in %s: starting a new training", t.output_folder)
+        else:
+            t.load_checkpoint(str(point))
+            log.info("resuming from %s at epoch %d", point.name, t.current_epoch)
     if pretrained:  # warm start (nnU-Net's own loader), with a fresh optimiser and schedule
         from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
