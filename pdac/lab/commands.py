@@ -32,6 +32,9 @@ def add_synth_parser(sub) -> None:
     sy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sy.add_argument("--positive-fraction", type=float, default=0.5, help="share of volumes with a PDAC (0-1)")
     sy.add_argument("--sources", nargs="+", help="only these sources (default: every one found)")
+    sy.add_argument("--phases", nargs="+", metavar="PHASE",
+                    help="draw only these contrast phases (venous, pancreatic, non-contrast, delayed; default: all, "
+                         "mostly venous)")
     sy.add_argument("--strict", action="store_true", help="stop at the first map that cannot be used")
     sy.add_argument("--previews", type=int, default=3, help="write PNG previews of the first N volumes")
     sy.add_argument("--workers", type=workers_count, default=1, help="parallel processes (default 1)")
@@ -47,10 +50,25 @@ def cmd_synth(args) -> int:
         raise UsageError("--positive-fraction must be in [0, 1]")
     if not args.labelmaps.is_dir():
         raise UsageError(f"--labelmaps {args.labelmaps}: not a folder")
+    spec = synth_spec(args.phases)
     library = load_library(args.labelmaps, args.sources, strict=args.strict, workers=args.workers)
-    generate_from_labelmaps(args.output, library, {args.split: args.n}, args.seed,
+    generate_from_labelmaps(args.output, library, {args.split: args.n}, args.seed, spec=spec,
                             positive_fraction=args.positive_fraction, previews=args.previews, workers=args.workers)
     return 0
+
+
+def synth_spec(phases: list[str] | None):
+    """The generator's settings for the command line's choices (a bad phase name: one line, exit 2)."""
+    from pdac.lab.synth.paint import SynthSpec
+    from pdac.lab.synth.tissues import only_phases
+
+    spec = SynthSpec()
+    if not phases:
+        return spec
+    try:
+        return dataclasses.replace(spec, intensities=only_phases(spec.intensities, tuple(phases)))
+    except ValueError as e:
+        raise UsageError(f"--phases: {e}") from e
 
 
 def add_real_scan_parser(sub) -> None:

@@ -48,6 +48,7 @@ class DemoSettings:
     trainers: tuple[str, ...] = field(default=CANDIDATE_TRAINERS)
     stage2_init: Path | None = None  # a weights folder whose lesion model stage 2 starts from
     stage1_init: Path | None = None  # a weights folder whose pancreas model (and plans) stage 1 starts from
+    phases: tuple[str, ...] | None = None  # painted volumes: only these contrast phases (None: all)
 
     def budget(self) -> dict:
         return {"stage1_epochs": self.stage1_epochs[-1], "stage1_schedule": list(self.stage1_epochs),
@@ -65,9 +66,10 @@ class DemoSettings:
             heldout=Phantoms("synth_heldout" if self.labelmaps else "phantoms_heldout", self.n_heldout,
                              self.heldout_seed),
             labelmaps=self.labelmaps, n_val=self.n_val, case_prefix="lm" if self.labelmaps else "ph",
-            stage1_budget=budget(self.stage1_epochs[-1], self.stage1_iterations),
+            stage1_budget=budget(self.stage1_epochs[-1], self.stage1_iterations) if self.stage1_epochs[-1] else None,
             stage2_budget=budget(self.stage2_epochs, self.stage2_iterations),
-            training_seed=self.training_seed, stage2_init=self.stage2_init, stage1_init=self.stage1_init)
+            training_seed=self.training_seed, stage2_init=self.stage2_init, stage1_init=self.stage1_init,
+            phases=self.phases)
 
 
 def data_and_plans(ws: WorkflowSettings) -> None:
@@ -83,7 +85,7 @@ def train_models(s: DemoSettings, ws: WorkflowSettings, stage1_only: bool = Fals
     """Stage 1 on all training cases (fold "all"), then each candidate lesion trainer on fold 0."""
     from pdac.lab import workflow
 
-    for epochs in s.stage1_epochs:
+    for epochs in (e for e in s.stage1_epochs if e > 0):
         budget = dataclasses.replace(ws.budget(1), epochs=epochs, snapshot_every=max(1, epochs // 6))
         trained = workflow.train(ws, 1, STAGE1_TRAINER, "all", budget=budget)
         if trained.seconds is not None:
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-val", type=int, default=d.n_val, help="training volumes from validation subjects")
     p.add_argument("--n-heldout", type=int, default=d.n_heldout)
     p.add_argument("--stage1-epochs", type=int, nargs="+", default=list(d.stage1_epochs),
-                   help="epoch budget(s) of stage 1; each later one continues the finished run (default: %(default)s)")
+                   help="epoch budget(s) of stage 1; each later one continues the finished run (default: "
+                        "%(default)s; 0: no stage 1, with --until train)")
     p.add_argument("--stage1-iterations", type=int, default=d.stage1_iterations, help="stage-1 iterations per epoch")
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--stage2-iterations", type=int, default=d.stage2_iterations, help="stage-2 iterations per epoch")
@@ -117,15 +120,27 @@ def main(argv=None) -> int:
                    "(checked against its manifest), e.g. phantom-trained weights")
     p.add_argument("--stage1-init", type=Path, help="start stage 1 from this weights folder's pancreas model and "
                    "its plans (checked against its manifest): fine-tuning instead of training from random weights")
+    p.add_argument("--phases", nargs="+", metavar="PHASE",
+                   help="painted volumes: only these contrast phases (venous, pancreatic, non-contrast, delayed)")
     p.add_argument("--until", choices=["data", "stage1", "train", "all"], default="all",
                    help="stop after this step (stage1: train stage 1 only)")
     args = p.parse_args(argv)
+    if args.stage1_epochs[-1] == 0 and args.until != "train":
+        p.error("--stage1-epochs 0 trains stage 2 alone: add --until train")
+    if args.phases:
+        from pdac.lab.synth.tissues import IntensitySettings, only_phases
+
+        try:
+            only_phases(IntensitySettings(), tuple(args.phases))
+        except ValueError as e:
+            p.error(f"--phases: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = DemoSettings(work=args.work, out=args.out, labelmaps=None if args.phantoms else args.labelmaps,
                      n_train=args.n_train, n_val=args.n_val, n_heldout=args.n_heldout,
                      stage1_epochs=tuple(args.stage1_epochs), stage1_iterations=args.stage1_iterations,
                      stage2_epochs=args.stage2_epochs, stage2_iterations=args.stage2_iterations,
-                     trainers=tuple(args.trainers), stage2_init=args.stage2_init, stage1_init=args.stage1_init)
+                     trainers=tuple(args.trainers), stage2_init=args.stage2_init, stage1_init=args.stage1_init,
+                     phases=tuple(args.phases) if args.phases else None)
     ws = s.workflow()
     data_and_plans(ws)
     if args.until == "data":

@@ -84,6 +84,7 @@ class WorkflowSettings:
     # label maps, and how many training volumes come from validation subjects (fold 0's validation set).
     labelmaps: Path | None = None
     n_val: int = 12
+    phases: tuple[str, ...] | None = None  # painted volumes: only these contrast phases (None: all)
     # Stage 2 starts from the lesion model of this weights folder (verified against its manifest) instead of
     # random weights: a curriculum from easy procedural phantoms to painted real anatomy.
     stage2_init: Path | None = None
@@ -164,18 +165,28 @@ def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
 def _make_from_labelmaps(s: WorkflowSettings) -> tuple[Path, Path]:
     """Training (train + validation subjects) and held-out (test subjects) sets from real label maps."""
     from pdac.lab.synth.dataset import generate_from_labelmaps, load_library
+    from pdac.lab.synth.paint import SynthSpec
+    from pdac.lab.synth.tissues import only_phases
 
+    spec = SynthSpec()
+    if s.phases:
+        spec = dataclasses.replace(spec, intensities=only_phases(spec.intensities, s.phases))
     plans = ((s.train, {"train": s.train.n, "val": s.n_val}), (s.heldout, {"test": s.heldout.n}))
     library = None
     for phantoms, plan in plans:
         folder = s.work / phantoms.folder
         truth = folder / "truth.json"
         if truth.exists():
-            if json.loads(truth.read_text()).get("generator") != "labelmaps":
+            written = json.loads(truth.read_text())
+            if written.get("generator") != "labelmaps":
                 raise UsageError(f"{s.work} holds procedural phantoms ({truth}); use a new --work")
+            drawn = (written.get("spec") or {}).get("intensities", {}).get("phase_probability")
+            if drawn is not None and tuple(drawn) != spec.intensities.phase_probability:
+                raise UsageError(f"{truth}: drawn with phase probabilities {drawn}, not "
+                                 f"{list(spec.intensities.phase_probability)}; use a new --work")
             continue
         library = library or load_library(s.labelmaps, workers=s.workers)
-        generate_from_labelmaps(folder, library, plan, phantoms.seed, previews=phantoms.previews,
+        generate_from_labelmaps(folder, library, plan, phantoms.seed, spec=spec, previews=phantoms.previews,
                                 workers=s.workers, prefix=s.case_prefix)
     return s.work / s.train.folder, s.work / s.heldout.folder
 

@@ -24,7 +24,7 @@ to intensities; anatomy, positions and shapes never saw those scans or their mas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from pdac.labels import Label
@@ -135,6 +135,16 @@ class IntensitySettings:
     loop_scale_mm: float = 12.0
     loop_threshold_in_label: tuple[float, float] = (-0.6, 0.0)
     loop_threshold_in_fat: tuple[float, float] = (0.2, 1.2)
+
+
+def only_phases(ints: IntensitySettings, phases: tuple[str, ...]) -> IntensitySettings:
+    """The same settings drawing only these phases, in their default proportions (e.g. contrast-enhanced only
+    for a lesion model: a PDAC drawn 0-12 HU below the parenchyma without contrast is a label nobody can see)."""
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown or not phases:
+        raise ValueError(f"unknown phase(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(PHASES)}")
+    kept = [p if name in phases else 0.0 for name, p in zip(PHASES, ints.phase_probability, strict=True)]
+    return replace(ints, phase_probability=tuple(p / sum(kept) for p in kept))
 
 
 def hu_range(tissue: Tissue, phase: int) -> tuple[float, float]:
