@@ -128,3 +128,21 @@ def test_model_card_says_which_models_each_stage_started_from():
     assert "starting from the lesion model of lesion-card 2" in trained_on.split("; stage 2")[1]
     assert "fine-tuned from the pancreas model (and plans) of pancreas-card 1" in weights_readme(summary)
     assert "pancreas-card" not in demo_model_card({**summary, "stage1_init": None}, "v")["trained_on"]
+
+
+def test_a_work_folder_drawn_with_other_phases_is_refused(tmp_path):
+    """Resuming with `--phases` on volumes drawn with every phase would train on the wrong set: refused, not reused."""
+    import dataclasses
+
+    from pdac.errors import UsageError
+    from pdac.lab.synth.paint import SynthSpec
+    from pdac.lab.workflow import _make_from_labelmaps
+
+    s = dataclasses.replace(settings(tmp_path), labelmaps=tmp_path / "maps")
+    for folder in ("t", "h"):
+        (s.work / folder).mkdir(parents=True)
+        (s.work / folder / "truth.json").write_text(json.dumps(
+            {"generator": "labelmaps", "spec": json.loads(json.dumps(dataclasses.asdict(SynthSpec())))}))
+    assert _make_from_labelmaps(s) == (s.work / "t", s.work / "h")  # drawn as asked: reused
+    with pytest.raises(UsageError, match="drawn with phase probabilities .* use a new --work"):
+        _make_from_labelmaps(dataclasses.replace(s, phases=("venous",)))

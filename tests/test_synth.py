@@ -169,3 +169,35 @@ def test_small_bowel_labels_become_loops_with_fat_between():
         assert 0.1 < fat[packet].mean() < 0.8, fat[packet].mean()  # fat between loops, loops still most of it
         assert (image[packet] > -20).mean() > 0.2  # walls and fluid or collapsed loops
         assert 0.0 < (~fat[~packet] & (image[~packet] > -20)).mean() < 0.5  # sparser loops in the other fat
+
+
+def test_phases_restricts_the_contrast_phases_drawn():
+    """`--phases venous pancreatic`: only those, in their default proportions; every volume painted in one of them."""
+    from pdac.lab.synth.paint import SynthSpec, attenuation
+    from pdac.lab.synth.sources import Subject
+    from pdac.lab.synth.tissues import PHASES, IntensitySettings, Tissue, only_phases
+
+    default = IntensitySettings().phase_probability
+    kept = only_phases(IntensitySettings(), ("venous", "pancreatic")).phase_probability
+    venous, pancreatic = PHASES.index("venous"), PHASES.index("pancreatic")
+    assert sum(kept) == pytest.approx(1) and kept[venous] / kept[pancreatic] == pytest.approx(
+        default[venous] / default[pancreatic])
+    assert all(p == 0 for i, p in enumerate(kept) if i not in (venous, pancreatic))
+    spec = SynthSpec(intensities=only_phases(IntensitySettings(), ("non-contrast",)))
+    tissues = np.full((8, 16, 16), Tissue.PANCREAS, dtype=np.uint8)
+    for seed in range(5):
+        truth = {"lesion_present": False}
+        attenuation(Subject("test", "gland", tissues.copy(), np.zeros(3), 2.5), np.random.default_rng(seed), spec,
+                    truth)
+        assert truth["phase"] == "non-contrast"
+    with pytest.raises(ValueError, match="unknown phase"):
+        only_phases(IntensitySettings(), ("arterial",))
+
+
+def test_synth_refuses_an_unknown_phase_in_one_line(tmp_path):
+    r = pdac("synth", "--labelmaps", str(LABELMAPS), "-o", str(tmp_path / "out"), "-n", "1", "--split", "val",
+             "--phases", "venous", "arterial")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "--phases: unknown phase(s) arterial; known: venous, pancreatic, non-contrast, delayed")
+    assert not (tmp_path / "out").exists()
