@@ -251,6 +251,8 @@ def cmd_train(args) -> int:
         raise UsageError("--num-gpus must be at least 1")
     if args.fold != "all" and not args.fold.isdecimal():
         raise UsageError(f"fold must be a number (0-4) or 'all', got {args.fold!r}")
+    if args.resume and args.pretrained:
+        raise UsageError("--resume and --pretrained exclude each other: a resumed run keeps its own weights")
     if args.num_gpus > 1:
         budget = [f for f, v in (("--epochs", args.epochs), ("--iterations", args.iterations),
                                  ("--val-iterations", args.val_iterations), ("--snapshot-every", args.snapshot_every),

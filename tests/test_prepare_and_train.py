@@ -170,3 +170,10 @@ def test_resume_point_prefers_final_then_the_newest_snapshot_then_best(tmp_path)
     (tmp_path / "checkpoint_final.pth").write_bytes(b"")
     os.utime(tmp_path / "checkpoint_final.pth", (1, 1))
     assert resume_point(tmp_path).name == "checkpoint_final.pth"
+
+
+def test_resume_with_a_warm_start_is_refused_in_one_line(tmp_path):
+    r = pdac("train", "114", "0", "--resume", "--pretrained", str(tmp_path / "x.pth"), "--device", "cpu",
+             env={"nnUNet_preprocessed": str(tmp_path), "nnUNet_results": str(tmp_path), "nnUNet_raw": str(tmp_path)})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "exclude each other" in r.stderr.strip().splitlines()[-1]

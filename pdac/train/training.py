@@ -160,6 +160,8 @@ def train(dataset: str, fold: str | int, trainer: str, plans: str, configuration
           snapshot_every: int = 0, device: str = "cpu", validate: bool = True, continue_training: bool = False,
           pretrained: str | None = None) -> Path:
     """Train one fold; returns the fold's output folder."""
+    if continue_training and pretrained:
+        raise UsageError("resuming a run and a warm start exclude each other: a resumed run keeps its own weights")
     ensure_ext_trainer_path()
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
