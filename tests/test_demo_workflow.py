@@ -136,6 +136,7 @@ def test_a_work_folder_drawn_with_other_phases_is_refused(tmp_path):
 
     from pdac.errors import UsageError
     from pdac.lab.synth.paint import SynthSpec
+    from pdac.lab.synth.tissues import IntensitySettings, only_phases
     from pdac.lab.workflow import _make_from_labelmaps
 
     s = dataclasses.replace(settings(tmp_path), labelmaps=tmp_path / "maps")
@@ -144,5 +145,6 @@ def test_a_work_folder_drawn_with_other_phases_is_refused(tmp_path):
         (s.work / folder / "truth.json").write_text(json.dumps(
             {"generator": "labelmaps", "spec": json.loads(json.dumps(dataclasses.asdict(SynthSpec())))}))
     assert _make_from_labelmaps(s) == (s.work / "t", s.work / "h")  # drawn as asked: reused
-    with pytest.raises(UsageError, match="drawn with phase probabilities .* use a new --work"):
-        _make_from_labelmaps(dataclasses.replace(s, phases=("venous",)))
+    venous = dataclasses.replace(SynthSpec(), intensities=only_phases(IntensitySettings(), ("venous",)))
+    with pytest.raises(UsageError, match=r"other generator settings \(intensities.phase_probability\); use a new"):
+        _make_from_labelmaps(dataclasses.replace(s, synth_spec=venous))

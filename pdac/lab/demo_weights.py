@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pdac.lab.synth.paint import SynthSpec
+from pdac.lab.synth.tissues import IntensitySettings, only_phases
 from pdac.lab.workflow import DEMO_DATASETS, Budget, Phantoms, WorkflowSettings
 
 log = logging.getLogger("pdac.lab.demo_weights")
@@ -69,7 +71,13 @@ class DemoSettings:
             stage1_budget=budget(self.stage1_epochs[-1], self.stage1_iterations) if self.stage1_epochs[-1] else None,
             stage2_budget=budget(self.stage2_epochs, self.stage2_iterations),
             training_seed=self.training_seed, stage2_init=self.stage2_init, stage1_init=self.stage1_init,
-            phases=self.phases)
+            synth_spec=self.synth_spec())
+
+    def synth_spec(self) -> SynthSpec:
+        spec = SynthSpec()
+        if not self.phases:
+            return spec
+        return dataclasses.replace(spec, intensities=only_phases(spec.intensities, self.phases))
 
 
 def data_and_plans(ws: WorkflowSettings) -> None:
@@ -128,8 +136,6 @@ def main(argv=None) -> int:
     if args.stage1_epochs[-1] == 0 and args.until != "train":
         p.error("--stage1-epochs 0 trains stage 2 alone: add --until train")
     if args.phases:
-        from pdac.lab.synth.tissues import IntensitySettings, only_phases
-
         try:
             only_phases(IntensitySettings(), tuple(args.phases))
         except ValueError as e:

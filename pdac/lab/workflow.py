@@ -22,6 +22,7 @@ from pathlib import Path
 from pdac.config import load_config
 from pdac.errors import UsageError
 from pdac.lab.phantom import PhantomSpec
+from pdac.lab.synth.paint import SynthSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class WorkflowSettings:
     # label maps, and how many training volumes come from validation subjects (fold 0's validation set).
     labelmaps: Path | None = None
     n_val: int = 12
-    phases: tuple[str, ...] | None = None  # painted volumes: only these contrast phases (None: all)
+    synth_spec: SynthSpec = SynthSpec()  # how the painted volumes are drawn (e.g. only some contrast phases)
     # Stage 2 starts from the lesion model of this weights folder (verified against its manifest) instead of
     # random weights: a curriculum from easy procedural phantoms to painted real anatomy.
     stage2_init: Path | None = None
@@ -165,12 +166,9 @@ def make_phantoms(s: WorkflowSettings) -> tuple[Path, Path]:
 def _make_from_labelmaps(s: WorkflowSettings) -> tuple[Path, Path]:
     """Training (train + validation subjects) and held-out (test subjects) sets from real label maps."""
     from pdac.lab.synth.dataset import generate_from_labelmaps, load_library
-    from pdac.lab.synth.paint import SynthSpec
-    from pdac.lab.synth.tissues import only_phases
 
-    spec = SynthSpec()
-    if s.phases:
-        spec = dataclasses.replace(spec, intensities=only_phases(spec.intensities, s.phases))
+    spec = s.synth_spec
+    wanted = json.loads(json.dumps(dataclasses.asdict(spec)))
     plans = ((s.train, {"train": s.train.n, "val": s.n_val}), (s.heldout, {"test": s.heldout.n}))
     library = None
     for phantoms, plan in plans:
@@ -180,15 +178,30 @@ def _make_from_labelmaps(s: WorkflowSettings) -> tuple[Path, Path]:
             written = json.loads(truth.read_text())
             if written.get("generator") != "labelmaps":
                 raise UsageError(f"{s.work} holds procedural phantoms ({truth}); use a new --work")
-            drawn = (written.get("spec") or {}).get("intensities", {}).get("phase_probability")
-            if drawn is not None and tuple(drawn) != spec.intensities.phase_probability:
-                raise UsageError(f"{truth}: drawn with phase probabilities {drawn}, not "
-                                 f"{list(spec.intensities.phase_probability)}; use a new --work")
+            drawn = written.get("spec") or {}
+            changed = sorted(_changed_keys(drawn, {k: v for k, v in wanted.items() if k != "lesion"}))
+            if changed:
+                raise UsageError(f"{truth}: drawn with other generator settings ({', '.join(changed[:4])}); "
+                                 "use a new --work")
             continue
         library = library or load_library(s.labelmaps, workers=s.workers)
         generate_from_labelmaps(folder, library, plan, phantoms.seed, spec=spec, previews=phantoms.previews,
                                 workers=s.workers, prefix=s.case_prefix)
     return s.work / s.train.folder, s.work / s.heldout.folder
+
+
+def _changed_keys(drawn: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Settings (dotted names) whose value in `wanted` differs from the one a set was drawn with (a setting the
+    set does not record is older than it, so not compared)."""
+    changed = []
+    for key, value in wanted.items():
+        if key not in drawn:
+            continue
+        if isinstance(value, dict) and isinstance(drawn[key], dict):
+            changed += _changed_keys(drawn[key], value, f"{prefix}{key}.")
+        elif drawn[key] != value:
+            changed.append(prefix + key)
+    return changed
 
 
 def write_subject_splits(s: WorkflowSettings) -> None:

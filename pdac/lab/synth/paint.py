@@ -20,7 +20,7 @@ from pdac.lab.anatomy import HARD_NEGATIVES
 from pdac.lab.cases import draw_direction
 from pdac.lab.synth import lesions as lesion_model
 from pdac.lab.synth.sources import Subject
-from pdac.lab.synth.tissues import PANORAMA_LABEL, PDAC_CONTRAST_HU, PHASES, IntensitySettings, Tissue, hu_range
+from pdac.lab.synth.tissues import PANORAMA_LABEL, PHASES, IntensitySettings, Tissue, hu_range
 
 ORGANS_FOR_OUTLINE = [t for t in Tissue if t not in (Tissue.NONE, Tissue.LUNG, Tissue.AIR)]
 BOWEL = (Tissue.STOMACH, Tissue.DUODENUM, Tissue.COLON, Tissue.SMALL_BOWEL, Tissue.RECTUM)
@@ -216,7 +216,7 @@ def attenuation(subject: Subject, rng, spec: SynthSpec, truth: dict) -> np.ndarr
         lo, hi = ints.random_hu if randomised else hu_range(tissue, phase)
         means[tissue] = rng.uniform(lo, hi)
     parenchyma = means[Tissue.PANCREAS]
-    contrast = rng.uniform(*PDAC_CONTRAST_HU[phase])
+    contrast = rng.uniform(*ints.pdac_contrast_hu[phase])
     means[Tissue.PDAC] = parenchyma - contrast
     means[Tissue.FOCAL_FAT] = parenchyma - rng.uniform(*HARD_NEGATIVES.fat_drop_hu)
     sds = rng.uniform(*ints.texture_sd_hu, size=len(means)).astype(np.float32)

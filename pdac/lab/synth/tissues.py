@@ -123,6 +123,7 @@ class IntensitySettings:
     """How the painter spreads the attenuation (SynthSeg-style randomisation)."""
 
     phase_probability: tuple[float, ...] = (0.6, 0.15, 0.15, 0.1)  # of PHASES
+    pdac_contrast_hu: tuple[tuple[float, float], ...] = PDAC_CONTRAST_HU  # per phase, below the parenchyma
     random_contrast_probability: float = 0.05  # any tissue any mean in random_hu (SynthSeg's extreme)
     random_hu: tuple[float, float] = (-100.0, 250.0)
     texture_sd_hu: tuple[float, float] = (4.0, 14.0)  # smooth within-tissue variation
