@@ -59,14 +59,10 @@ def cmd_synth(args) -> int:
 
 def synth_spec(phases: list[str] | None):
     """The generator's settings for the command line's choices (a bad phase name: one line, exit 2)."""
-    from pdac.lab.synth.paint import SynthSpec
-    from pdac.lab.synth.tissues import only_phases
+    from pdac.lab.synth.paint import spec_with_phases
 
-    spec = SynthSpec()
-    if not phases:
-        return spec
     try:
-        return dataclasses.replace(spec, intensities=only_phases(spec.intensities, tuple(phases)))
+        return spec_with_phases(tuple(phases or ()))
     except ValueError as e:
         raise UsageError(f"--phases: {e}") from e
 

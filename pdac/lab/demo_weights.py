@@ -13,8 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pdac.lab.synth.paint import SynthSpec
-from pdac.lab.synth.tissues import IntensitySettings, only_phases
+from pdac.lab.synth.paint import SynthSpec, spec_with_phases
 from pdac.lab.workflow import DEMO_DATASETS, Budget, Phantoms, WorkflowSettings
 
 log = logging.getLogger("pdac.lab.demo_weights")
@@ -74,10 +73,7 @@ class DemoSettings:
             synth_spec=self.synth_spec())
 
     def synth_spec(self) -> SynthSpec:
-        spec = SynthSpec()
-        if not self.phases:
-            return spec
-        return dataclasses.replace(spec, intensities=only_phases(spec.intensities, self.phases))
+        return spec_with_phases(self.phases)
 
 
 def data_and_plans(ws: WorkflowSettings) -> None:
@@ -135,11 +131,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.stage1_epochs[-1] == 0 and args.until != "train":
         p.error("--stage1-epochs 0 trains stage 2 alone: add --until train")
-    if args.phases:
-        try:
-            only_phases(IntensitySettings(), tuple(args.phases))
-        except ValueError as e:
-            p.error(f"--phases: {e}")
+    try:
+        spec_with_phases(tuple(args.phases or ()))
+    except ValueError as e:
+        p.error(f"--phases: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = DemoSettings(work=args.work, out=args.out, labelmaps=None if args.phantoms else args.labelmaps,
                      n_train=args.n_train, n_val=args.n_val, n_heldout=args.n_heldout,

@@ -9,7 +9,7 @@ orientation), bias field and noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,7 +20,7 @@ from pdac.lab.anatomy import HARD_NEGATIVES
 from pdac.lab.cases import draw_direction
 from pdac.lab.synth import lesions as lesion_model
 from pdac.lab.synth.sources import Subject
-from pdac.lab.synth.tissues import PANORAMA_LABEL, PHASES, IntensitySettings, Tissue, hu_range
+from pdac.lab.synth.tissues import PANORAMA_LABEL, PHASES, IntensitySettings, Tissue, hu_range, only_phases
 
 ORGANS_FOR_OUTLINE = [t for t in Tissue if t not in (Tissue.NONE, Tissue.LUNG, Tissue.AIR)]
 BOWEL = (Tissue.STOMACH, Tissue.DUODENUM, Tissue.COLON, Tissue.SMALL_BOWEL, Tissue.RECTUM)
@@ -46,6 +46,15 @@ class SynthSpec:
     scale: tuple[float, float] = (0.9, 1.1)
     elastic_mm: tuple[float, float] = (0.0, 6.0)  # displacement SD of the coarse B-spline grid
     intensities: IntensitySettings = field(default_factory=IntensitySettings)
+
+
+def spec_with_phases(phases: tuple[str, ...] | None, spec: SynthSpec | None = None) -> SynthSpec:
+    """`spec` (default settings) drawing only these contrast phases; None or empty: every phase. ValueError names
+    an unknown phase."""
+    spec = spec or SynthSpec()
+    if not phases:
+        return spec
+    return replace(spec, intensities=only_phases(spec.intensities, tuple(phases)))
 
 
 def _mm_to_vox(mm: float, spacing: float) -> float:
